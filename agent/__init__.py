@@ -1,0 +1,1 @@
+"""Binkeeper agent: all I/O (config, node loop, transport, MariaDB, HTTP, CLI)."""

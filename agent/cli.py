@@ -1,0 +1,53 @@
+"""The `binkeeper` command line: one subcommand per job, handlers imported lazily."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# subcommand path -> "module:function"; each handler takes the parsed args, returns an exit code.
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _lazy(target: str) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        module_name, func_name = target.split(":")
+        func: Handler = getattr(importlib.import_module(module_name), func_name)
+        return func(args)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="binkeeper", description="Binkeeper: a quorum safekeeper for MariaDB binlogs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    wal = sub.add_parser("wal", help="offline checks of a WAL data directory")
+    wal_sub = wal.add_subparsers(dest="wal_command", required=True)
+    verify = wal_sub.add_parser("verify", help="check every record and the control file")
+    verify.add_argument("dir", help="a timeline's WAL directory")
+    verify.set_defaults(handler=_lazy("agent.wal_cli:verify_main"))
+    dump = wal_sub.add_parser("dump", help="list records: LSN, term, size, GTID")
+    dump.add_argument("dir", help="a timeline's WAL directory")
+    dump.add_argument("--from-lsn", type=int, default=0, help="first LSN to list")
+    dump.add_argument("--payload-sha", action="store_true", help="print a digest of each payload")
+    dump.set_defaults(handler=_lazy("agent.wal_cli:dump_main"))
+
+    demo = sub.add_parser("demo", help="run the end-to-end demo on this machine")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    demo.set_defaults(handler=_lazy("agent.demo:main"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

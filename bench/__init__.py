@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figures beside the floor measured in the same run."""
