@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("--payload-sha", action="store_true", help="print a digest of each payload")
     dump.set_defaults(handler=_lazy("agent.wal_cli:dump_main"))
 
+    run = sub.add_parser("run", help="run one agent")
+    run.add_argument("--config", required=True, help="the agent's TOML config file")
+    run.add_argument("--synthetic-load", default=None, help=argparse.SUPPRESS)
+    run.set_defaults(handler=_lazy("agent.run:main"))
+
+    status = sub.add_parser("status", help="the cluster as this agent sees it")
+    status.add_argument("--url", default="http://127.0.0.1:7676", help="the agent's admin API")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(handler=_lazy("agent.status_cli:main"))
+
     demo = sub.add_parser("demo", help="run the end-to-end demo on this machine")
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
     demo.set_defaults(handler=_lazy("agent.demo:main"))

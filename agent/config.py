@@ -1,0 +1,201 @@
+"""The agent's TOML configuration: parsed strictly, refused at start with the key named.
+
+Unknown keys, missing required keys and bad values raise ConfigError whose message names
+the offending key (dotted path, e.g. `peers[1].addr`), so an operator sees at once what to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_TIMELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Peer:
+    id: str
+    addr: Address
+
+
+@dataclass(frozen=True)
+class MariaDBConfig:
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "root"
+    password: str = ""
+    timeline: str = "main"
+
+
+@dataclass(frozen=True)
+class ConsensusConfig:
+    tick_ms: int = 50
+    election_ticks: int = 10  # election timeout is randomized in [1, 2) x this
+    heartbeat_ticks: int = 2
+    max_batch_bytes: int = 1 << 20
+    max_inflight_bytes: int = 8 << 20
+
+
+@dataclass(frozen=True)
+class Config:
+    node_id: str
+    data_dir: Path
+    listen_peer: Address
+    listen_mysql: Address | None = None
+    listen_http: Address | None = None
+    cluster_id: str = "binkeeper"
+    peers: tuple[Peer, ...] = ()
+    mariadb: MariaDBConfig = field(default_factory=MariaDBConfig)
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+
+    @property
+    def timeline_id(self) -> str:
+        """32 hex digits, the same on every agent of the cluster for the configured timeline."""
+        digest = hashlib.sha256(f"{self.cluster_id}/{self.mariadb.timeline}".encode())
+        return digest.hexdigest()[:32]
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return tuple(sorted([self.node_id, *(p.id for p in self.peers)]))
+
+
+def _take(table: dict[str, Any], key: str, where: str, kind: type, default: Any = ...) -> Any:
+    name = f"{where}{key}"
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{name}: required key is missing")
+        return default
+    value = table.pop(key)
+    # bool is an int in Python; a port of `true` is still a mistake.
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _no_leftovers(table: dict[str, Any], where: str) -> None:
+    if table:
+        keys = ", ".join(f"{where}{k}" for k in sorted(table))
+        raise ConfigError(f"unknown key(s): {keys}")
+
+
+def _address(text: str, name: str) -> Address:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"{name}: expected HOST:PORT, got {text!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: port {port} is out of range 0-65535")
+    return Address(host.strip("[]"), port)
+
+
+def _positive(value: int, name: str) -> int:
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive, got {value}")
+    return value
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    table = dict(data)
+    node_id = _take(table, "node_id", "", str)
+    if not _NODE_ID.match(node_id):
+        raise ConfigError(f"node_id: {node_id!r} is not a valid id (letters, digits, _ . -)")
+    data_dir = Path(_take(table, "data_dir", "", str))
+    listen_peer = _address(_take(table, "listen_peer", "", str), "listen_peer")
+    listen_mysql_text = _take(table, "listen_mysql", "", str, None)
+    listen_http_text = _take(table, "listen_http", "", str, None)
+    cluster_id = _take(table, "cluster_id", "", str, "binkeeper")
+    if not cluster_id:
+        raise ConfigError("cluster_id: must not be empty")
+
+    peers: list[Peer] = []
+    for index, raw in enumerate(_take(table, "peers", "", list, [])):
+        where = f"peers[{index}]."
+        if not isinstance(raw, dict):
+            raise ConfigError(f"peers[{index}]: expected a table with id and addr")
+        entry = dict(raw)
+        peer_id = _take(entry, "id", where, str)
+        if not _NODE_ID.match(peer_id):
+            raise ConfigError(f"{where}id: {peer_id!r} is not a valid id")
+        addr = _address(_take(entry, "addr", where, str), f"{where}addr")
+        _no_leftovers(entry, where)
+        peers.append(Peer(peer_id, addr))
+    ids = [node_id, *(p.id for p in peers)]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConfigError(f"peers: duplicate node id(s) {', '.join(duplicates)}")
+
+    mariadb = MariaDBConfig()
+    if "mariadb" in table:
+        raw_db = _take(table, "mariadb", "", dict)
+        db = dict(raw_db)
+        defaults = MariaDBConfig()
+        mariadb = MariaDBConfig(
+            host=_take(db, "host", "mariadb.", str, defaults.host),
+            port=_take(db, "port", "mariadb.", int, defaults.port),
+            user=_take(db, "user", "mariadb.", str, defaults.user),
+            password=_take(db, "password", "mariadb.", str, defaults.password),
+            timeline=_take(db, "timeline", "mariadb.", str, defaults.timeline),
+        )
+        if not 1 <= mariadb.port <= 65535:
+            raise ConfigError(f"mariadb.port: {mariadb.port} is out of range 1-65535")
+        if not _TIMELINE_NAME.match(mariadb.timeline):
+            raise ConfigError(f"mariadb.timeline: {mariadb.timeline!r} is not a valid name")
+        _no_leftovers(db, "mariadb.")
+
+    consensus = ConsensusConfig()
+    if "consensus" in table:
+        cons = dict(_take(table, "consensus", "", dict))
+        defaults_c = ConsensusConfig()
+        values = {
+            key: _positive(
+                _take(cons, key, "consensus.", int, getattr(defaults_c, key)), f"consensus.{key}"
+            )
+            for key in ConsensusConfig.__dataclass_fields__
+        }
+        _no_leftovers(cons, "consensus.")
+        consensus = ConsensusConfig(**values)
+        if consensus.heartbeat_ticks >= consensus.election_ticks:
+            raise ConfigError("consensus.heartbeat_ticks: must be below consensus.election_ticks")
+
+    _no_leftovers(table, "")
+    return Config(
+        node_id=node_id,
+        data_dir=data_dir,
+        listen_peer=listen_peer,
+        listen_mysql=_address(listen_mysql_text, "listen_mysql") if listen_mysql_text else None,
+        listen_http=_address(listen_http_text, "listen_http") if listen_http_text else None,
+        cluster_id=cluster_id,
+        peers=tuple(peers),
+        mariadb=mariadb,
+        consensus=consensus,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(data)

@@ -1,0 +1,53 @@
+"""The admin HTTP API: health, status, and (later) timelines and metrics.
+
+Starlette app served by hypercorn's trio worker, so it shares the agent's event loop.
+Handlers read state through a small provider object; they never touch the consensus core.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from agent.config import Address
+
+StatusProvider = Callable[[], dict[str, Any]]
+
+
+def make_app(status: StatusProvider, extra_routes: list[Route] | None = None) -> Starlette:
+    async def healthz(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    async def v1_status(_request: Request) -> JSONResponse:
+        return JSONResponse(status())
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/v1/status", v1_status),
+            *(extra_routes or []),
+        ]
+    )
+
+
+async def serve_http(
+    app: Starlette,
+    address: Address,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    config = HypercornConfig()
+    config.bind = [str(address)]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("binkeeper.http")
+    config.graceful_timeout = 1.0
+    await serve(app, config, task_status=task_status)  # type: ignore[arg-type]

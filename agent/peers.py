@@ -1,0 +1,233 @@
+"""Peer transport: one outbound connection per peer for sending, inbound ones for receiving.
+
+Each direction of traffic between two agents has its own TCP connection: an agent dials
+every peer and only sends on that connection (after the handshake), and only receives on
+the connections peers dialed to it. So there is never a question of which of two
+connections to keep, and a partition proxy can cut one direction cleanly.
+
+Outbound queues are bounded; when a peer is down or slow, messages beyond the bound are
+dropped (and counted): the consensus core retransmits, and a lagging peer must never make
+this agent buffer without bound (DESIGN.md invariant 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from agent import translate
+from agent.config import Address, Config
+from agent.wire import peer_pb2 as pb
+from agent.wire import wire
+
+log = logging.getLogger("binkeeper.peers")
+
+QUEUE_MESSAGES = 4096
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+HANDSHAKE_TIMEOUT = 5.0
+
+
+@dataclass
+class PeerLink:
+    peer_id: str
+    addr: Address
+    send_channel: trio.MemorySendChannel[Any]
+    receive_channel: trio.MemoryReceiveChannel[Any]
+    connected: bool = False
+    dropped: int = 0
+    sent: int = 0
+    last_error: str | None = None
+
+
+class PeerTransport:
+    def __init__(self, config: Config, deliver: Callable[[Any], None]) -> None:
+        self.config = config
+        self._deliver = deliver
+        self.links: dict[str, PeerLink] = {}
+        for peer in config.peers:
+            send, receive = trio.open_memory_channel[Any](QUEUE_MESSAGES)
+            self.links[peer.id] = PeerLink(peer.id, peer.addr, send, receive)
+        self.known_nodes = frozenset(config.member_ids)
+        self.refused_inbound = 0
+
+    def hello(self) -> pb.Hello:
+        return pb.Hello(
+            protocol_version=wire.PROTOCOL_VERSION,
+            cluster_id=self.config.cluster_id,
+            timeline_id=self.config.timeline_id,
+            node_id=self.config.node_id,
+        )
+
+    def send(self, dst: str, msg: Any) -> None:
+        link = self.links.get(dst)
+        if link is None:
+            log.warning("no link to %s; message dropped", dst)
+            return
+        try:
+            link.send_channel.send_nowait(msg)
+        except trio.WouldBlock:
+            link.dropped += 1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listen = self.config.listen_peer
+        listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
+        async with trio.open_nursery() as nursery:
+            for link in self.links.values():
+                nursery.start_soon(self._dial_loop, link)
+            await nursery.start(trio.serve_listeners, self._serve_inbound, listeners)
+            task_status.started()
+
+    # ---- outbound -------------------------------------------------------------------------
+
+    async def _dial_loop(self, link: PeerLink) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(link.addr.host, link.addr.port)
+            except OSError as exc:
+                link.last_error = f"connect: {exc.strerror or exc}"
+            else:
+                async with stream:
+                    try:
+                        await self._handshake_out(stream, link)
+                        backoff = BACKOFF_FIRST
+                        link.connected = True
+                        log.info("connected to %s at %s", link.peer_id, link.addr)
+                        await self._pump_out(stream, link)
+                    except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+                        link.last_error = f"{type(exc).__name__}: {exc}"
+                    except wire.ProtocolError as exc:
+                        link.last_error = f"protocol error: {exc}"
+                        log.warning("peer %s broke the protocol: %s", link.peer_id, exc)
+                    except PeerRefused as exc:
+                        link.last_error = str(exc)
+                        log.error("peer %s refused us: %s", link.peer_id, exc)
+                    finally:
+                        if link.connected:
+                            log.info("lost %s: %s", link.peer_id, link.last_error)
+                        link.connected = False
+            # Exponential backoff with full jitter, so restarted agents do not reconnect in step.
+            await trio.sleep(random.uniform(0, backoff))
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+    async def _handshake_out(self, stream: trio.SocketStream, link: PeerLink) -> None:
+        conn = wire.PeerConnection(max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE)
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            await stream.send_all(conn.send_hello(self.hello()))
+            reply = await _receive_one(stream, conn)
+        if not reply.HasField("hello_reply"):
+            raise wire.ProtocolError("expected HelloReply")
+        if not reply.hello_reply.accepted:
+            raise PeerRefused(f"{link.peer_id} refused the handshake: {reply.hello_reply.reason}")
+        link.conn = conn  # type: ignore[attr-defined]
+
+    async def _pump_out(self, stream: trio.SocketStream, link: PeerLink) -> None:
+        conn: wire.PeerConnection = link.conn  # type: ignore[attr-defined]
+        async with trio.open_nursery() as nursery:
+            # The receiving side never talks after the handshake; reading detects a close.
+            nursery.start_soon(_watch_close, stream, nursery.cancel_scope)
+            while True:
+                msg = await link.receive_channel.receive()
+                batch = [conn.send(translate.to_envelope(msg))]
+                while len(batch) < 256:  # coalesce queued messages into one write
+                    try:
+                        msg = link.receive_channel.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    batch.append(conn.send(translate.to_envelope(msg)))
+                await stream.send_all(b"".join(batch))
+                link.sent += len(batch)
+
+    # ---- inbound --------------------------------------------------------------------------
+
+    async def _serve_inbound(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            conn = wire.PeerConnection(max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE)
+            peer_id = "?"
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    first = await _receive_one(stream, conn)
+                if not first.HasField("hello"):
+                    raise wire.ProtocolError("the first frame must be Hello")
+                hello = first.hello
+                peer_id = hello.node_id
+                reason = wire.check_hello(
+                    hello,
+                    cluster_id=self.config.cluster_id,
+                    timeline_id=self.config.timeline_id,
+                    known_nodes=self.known_nodes - {self.config.node_id},
+                )
+                await stream.send_all(
+                    conn.send_hello_reply(
+                        pb.HelloReply(
+                            protocol_version=wire.PROTOCOL_VERSION,
+                            node_id=self.config.node_id,
+                            accepted=reason is None,
+                            reason=reason or "",
+                        )
+                    )
+                )
+                if reason is not None:
+                    self.refused_inbound += 1
+                    log.warning("refused connection from %r: %s", peer_id, reason)
+                    return
+                await self._pump_in(stream, conn, peer_id)
+            except wire.ProtocolError as exc:
+                log.warning("closing connection from %s: protocol error: %s", peer_id, exc)
+            except translate.TranslationError as exc:
+                log.warning("closing connection from %s: %s", peer_id, exc)
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError):
+                pass
+
+    async def _pump_in(self, stream: trio.SocketStream, conn: wire.PeerConnection, peer_id: str) -> None:
+        while True:
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                return
+            conn.receive_data(data)
+            while (envelope := conn.next_message()) is not wire.NEED_DATA:
+                msg = translate.from_envelope(envelope)  # type: ignore[arg-type]
+                if translate.sender_of(msg) != peer_id:
+                    raise wire.ProtocolError(
+                        f"message claims sender {translate.sender_of(msg)!r} on {peer_id}'s connection"
+                    )
+                self._deliver(msg)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {
+            link.peer_id: {
+                "connected": link.connected,
+                "sent": link.sent,
+                "dropped": link.dropped,
+                "last_error": link.last_error,
+            }
+            for link in self.links.values()
+        }
+
+
+class PeerRefused(Exception):
+    pass
+
+
+async def _receive_one(stream: trio.SocketStream, conn: wire.PeerConnection) -> pb.Envelope:
+    while (envelope := conn.next_message()) is wire.NEED_DATA:
+        data = await stream.receive_some(1 << 16)
+        if not data:
+            raise trio.BrokenResourceError("connection closed during handshake")
+        conn.receive_data(data)
+    return envelope  # type: ignore[return-value]
+
+
+async def _watch_close(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    try:
+        while await stream.receive_some(4096):
+            pass
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    scope.cancel()

@@ -1,0 +1,166 @@
+"""`binkeeper run --config FILE`: one agent, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import consensus
+import walstore
+from agent.config import Config, ConfigError, load_config
+from agent.http_api import make_app, serve_http
+from agent.peers import PeerTransport
+from agent.synthetic import LoadSpec, LoadStats, run_load
+from agent.timeline import TimelineNode
+
+log = logging.getLogger("binkeeper.agent")
+
+
+class Agent:
+    """Everything one agent runs: the timeline node, its peer transport, the admin API."""
+
+    def __init__(self, config: Config, synthetic: LoadSpec | None = None) -> None:
+        self.config = config
+        self.synthetic = synthetic
+        self.synthetic_stats = LoadStats()
+        self._synthetic_scope = trio.CancelScope()
+        self.timeline_dir = config.data_dir / "timelines" / config.timeline_id
+        self.store: walstore.WalStore | None = None
+        self.node: TimelineNode | None = None
+        self.transport: PeerTransport | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        self.timeline_dir.mkdir(parents=True, exist_ok=True)
+        self.store = walstore.WalStore.open(self.timeline_dir)
+        try:
+            cons = config.consensus
+            self.transport = PeerTransport(config, self._deliver)
+            self.node = TimelineNode(
+                node_id=config.node_id,
+                members=config.member_ids,
+                store=self.store,
+                send=self.transport.send,
+                tick_seconds=cons.tick_ms / 1000,
+                core_config=consensus.Config(
+                    node_id=config.node_id,
+                    election_ticks=cons.election_ticks,
+                    heartbeat_ticks=cons.heartbeat_ticks,
+                    max_batch_bytes=cons.max_batch_bytes,
+                    max_inflight_bytes=cons.max_inflight_bytes,
+                ),
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.node.run)
+                await nursery.start(self.transport.run)
+                if config.listen_http is not None:
+                    app = make_app(self.status, self._debug_routes())
+                    await nursery.start(serve_http, app, config.listen_http)
+                if self.synthetic is not None:
+                    nursery.start_soon(self._run_synthetic, self.synthetic)
+                log.info(
+                    "agent %s up: peers on %s, http on %s, timeline %s",
+                    config.node_id,
+                    config.listen_peer,
+                    config.listen_http,
+                    config.timeline_id,
+                )
+                task_status.started()
+        finally:
+            self.store.close()
+
+    async def _run_synthetic(self, spec: LoadSpec) -> None:
+        assert self.node is not None
+        with self._synthetic_scope:
+            await run_load(self.node, spec, self.synthetic_stats)
+
+    def _debug_routes(self) -> list[Route]:
+        if self.synthetic is None:
+            return []
+
+        async def stop_synthetic(_request: Request) -> JSONResponse:
+            self._synthetic_scope.cancel()
+            return JSONResponse({"stopped": True})
+
+        return [Route("/v1/synthetic/stop", stop_synthetic, methods=["POST"])]
+
+    def _deliver(self, msg: Any) -> None:
+        assert self.node is not None
+        self.node.deliver(msg)
+
+    def status(self) -> dict[str, Any]:
+        node, store = self.node, self.store
+        timelines = []
+        if node is not None and store is not None:
+            core = node.core.status()
+            members = []
+            for member_id in sorted(core.voters | core.learners):
+                progress = core.progress.get(member_id)
+                members.append(
+                    {
+                        "id": member_id,
+                        "role": "voter" if member_id in core.voters else "learner",
+                        "flush_lsn": store.flush_lsn if member_id == self.config.node_id
+                        else getattr(progress, "flush_lsn", None),
+                        "match_lsn": getattr(progress, "match_lsn", None),
+                    }
+                )
+            timelines.append(
+                {
+                    "timeline_id": self.config.timeline_id,
+                    "name": self.config.mariadb.timeline,
+                    "role": node.role,
+                    "term": core.term,
+                    "leader": core.leader,
+                    "commit_lsn": core.commit_lsn,
+                    "flush_lsn": store.flush_lsn,
+                    "last_lsn": store.end_lsn,
+                    "committed_gtid": None,
+                    "members": members,
+                    "primary": None,
+                    "peers": self.transport.status() if self.transport else {},
+                    "synthetic": self.synthetic_stats.summary() if self.synthetic else None,
+                }
+            )
+        return {"node_id": self.config.node_id, "timelines": timelines}
+
+
+async def _run_until_signal(agent: Agent) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(agent.run)
+            async for signum in signals:
+                log.info("%s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+        synthetic = LoadSpec.parse(args.synthetic_load) if args.synthetic_load else None
+    except (ConfigError, ValueError) as exc:
+        print(f"binkeeper run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(_run_until_signal, Agent(config, synthetic))
+    except walstore.WalError as exc:
+        print(f"binkeeper run: cannot open the WAL: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"binkeeper run: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,45 @@
+"""`binkeeper status`: the cluster as one agent sees it, from its admin API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    with urllib.request.urlopen(url.rstrip("/") + "/v1/status", timeout=timeout) as response:
+        data: dict[str, Any] = json.load(response)
+    return data
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = [f"node {status['node_id']}"]
+    for tl in status.get("timelines", []):
+        lines.append(
+            f"timeline {tl['name']} ({tl['timeline_id']}): term {tl['term']}, "
+            f"role {tl['role']}, leader {tl['leader'] or '-'}, commit_lsn {tl['commit_lsn']}, "
+            f"flush_lsn {tl['flush_lsn']}, committed_gtid {tl.get('committed_gtid') or '-'}"
+        )
+        lines.append(f"  {'member':<12} {'role':<8} {'flush_lsn':>14} {'match_lsn':>14}")
+        for member in tl.get("members", []):
+            flush = member.get("flush_lsn")
+            match = member.get("match_lsn")
+            lines.append(
+                f"  {member['id']:<12} {member['role']:<8} "
+                f"{'-' if flush is None else flush:>14} {'-' if match is None else match:>14}"
+            )
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        status = fetch_status(args.url)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"binkeeper status: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0

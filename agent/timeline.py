@@ -1,0 +1,301 @@
+"""One timeline's node loop: drives the sans-I/O consensus core with real disk and network.
+
+A single task owns the core. Everything else (peer receivers, the tick timer, the fsync
+worker, proposers) talks to it through one inbox channel, so the core never sees two
+inputs at once. Each pass drains every queued input, then handles one Ready in the order
+the core requires: persist term/vote, truncate, append, send, and hand the fsync to the
+group-commit worker, whose completion comes back as a `flushed` input.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import trio
+
+import consensus
+import walstore
+from agent.logstore import WalLogStorage
+
+log = logging.getLogger("binkeeper.timeline")
+
+# How often a commit-LSN-only change reaches the control file; term and vote changes are
+# written (and fsynced) before any message that depends on them.
+COMMIT_PERSIST_INTERVAL = 0.2
+
+
+class NotLeaderError(Exception):
+    def __init__(self, leader: str | None) -> None:
+        super().__init__(f"not the leader (leader: {leader or 'unknown'})")
+        self.leader = leader
+
+
+class CommitOutcomeUnknown(Exception):
+    """Leadership was lost before the proposal committed: it may or may not commit later."""
+
+
+@dataclass
+class _Waiter:
+    end_lsn: int
+    done: trio.Event = field(default_factory=trio.Event)
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class _Propose:
+    payload: bytes
+    gtid: str | None
+    continued: bool
+    reply: _Waiter
+
+
+@dataclass(frozen=True)
+class _Flushed:
+    lsn: int
+
+
+@dataclass(frozen=True)
+class _Tick:
+    pass
+
+
+@dataclass(frozen=True)
+class _Message:
+    msg: Any
+
+
+@dataclass(frozen=True)
+class _Transfer:
+    to: str
+
+
+Send = Callable[[str, Any], None]
+
+
+class TimelineNode:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        members: tuple[str, ...],
+        store: walstore.WalStore,
+        send: Send,
+        tick_seconds: float,
+        core_config: consensus.Config,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self._send = send
+        self._tick_seconds = tick_seconds
+        self.storage = WalLogStorage(store)
+        control = store.control
+        membership = control.membership
+        if not membership.voters:
+            membership = walstore.Membership(generation=1, voters=members, learners=())
+        self.core = consensus.Node(
+            core_config,
+            self.storage,
+            consensus.HardState(
+                term=control.term, vote=control.vote, commit_lsn=control.commit_lsn
+            ),
+            consensus.Membership(
+                generation=membership.generation,
+                voters=frozenset(membership.voters),
+                learners=frozenset(membership.learners),
+            ),
+            rng or random.Random(),
+            store.flush_lsn,
+        )
+        self._inbox_send, self._inbox = trio.open_memory_channel[object](math.inf)
+        self._dirty = trio.Event()
+        self._waiters: list[tuple[int, int, _Waiter]] = []  # (end_lsn, seq, waiter), sorted
+        self._waiter_seq = 0
+        self._persisted_commit = control.commit_lsn
+        self._last_commit_persist = 0.0
+        self.commit_lsn = control.commit_lsn
+        self.commit_changed = trio.Event()
+        self.role = "follower"
+        self.term = control.term
+        self.leader: str | None = None
+        self._role_changed = trio.Event()
+
+    # ---- inputs from other tasks -------------------------------------------------------
+
+    def deliver(self, msg: Any) -> None:
+        self._inbox_send.send_nowait(_Message(msg))
+
+    async def propose(
+        self, payload: bytes, *, gtid: str | None = None, continued: bool = False
+    ) -> int:
+        """Append through the quorum; returns the end LSN once it is committed."""
+        waiter = _Waiter(end_lsn=-1)
+        self._inbox_send.send_nowait(_Propose(payload, gtid, continued, waiter))
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.end_lsn
+
+    def transfer_leadership(self, to: str) -> None:
+        self._inbox_send.send_nowait(_Transfer(to))
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._syncer)
+            task_status.started()
+            await self._main_loop()
+
+    async def _ticker(self) -> None:
+        next_at = trio.current_time()
+        while True:
+            next_at += self._tick_seconds
+            await trio.sleep_until(next_at)
+            self._inbox_send.send_nowait(_Tick())
+
+    async def _syncer(self) -> None:
+        # Group commit: one fsync covers everything appended while the previous one ran.
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            lsn = await self.store.sync()
+            self._inbox_send.send_nowait(_Flushed(lsn))
+
+    async def _main_loop(self) -> None:
+        while True:
+            item = await self._inbox.receive()
+            self._apply(item)
+            while True:  # drain: one Ready (and one fsync) for everything queued
+                try:
+                    item = self._inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._apply(item)
+            self._handle_ready()
+
+    def _apply(self, item: object) -> None:
+        core = self.core
+        if isinstance(item, _Message):
+            core.step(item.msg)
+        elif isinstance(item, _Tick):
+            core.tick()
+        elif isinstance(item, _Flushed):
+            core.flushed(item.lsn)
+        elif isinstance(item, _Propose):
+            try:
+                end = core.propose(item.payload, gtid=item.gtid, continued=item.continued)
+            except consensus.NotLeader as exc:
+                item.reply.error = NotLeaderError(getattr(exc, "leader_hint", None))
+                item.reply.done.set()
+                return
+            item.reply.end_lsn = end
+            self._waiter_seq += 1
+            bisect.insort(self._waiters, (end, self._waiter_seq, item.reply))
+        elif isinstance(item, _Transfer):
+            core.transfer_leadership(item.to)
+
+    def _handle_ready(self) -> None:
+        core = self.core
+        if not core.has_ready():
+            self._note_role()
+            self._maybe_persist_commit()
+            return
+        rd = core.ready()
+        if rd.hard_state is not None or rd.membership is not None:
+            self._persist_control(rd.hard_state, rd.membership)
+        if rd.truncate_to is not None:
+            self.store.truncate(rd.truncate_to)
+        if rd.entries:
+            for entry in rd.entries:
+                self.storage.append(entry)
+            self._dirty.set()
+        for dst, msg in rd.messages:
+            self._send(dst, msg)
+        if rd.commit_lsn is not None and rd.commit_lsn > self.commit_lsn:
+            self.commit_lsn = rd.commit_lsn
+            self._release_waiters()
+            self.commit_changed.set()
+            self.commit_changed = trio.Event()
+        self._note_role()
+        self._maybe_persist_commit()
+
+    def _note_role(self) -> None:
+        status = self.core.status()
+        role = str(getattr(status.role, "value", status.role))
+        if (role, status.term, status.leader) != (self.role, self.term, self.leader):
+            if role != self.role:
+                log.info("%s: %s -> %s in term %d", self.node_id, self.role, role, status.term)
+            self.role, self.term, self.leader = role, status.term, status.leader
+            self._role_changed.set()
+            self._role_changed = trio.Event()
+        if role != "leader" and self._waiters:
+            self._fail_waiters(CommitOutcomeUnknown("leadership lost before commit"))
+
+    async def wait_role_change(self) -> None:
+        await self._role_changed.wait()
+
+    def _persist_control(
+        self, hard_state: consensus.HardState | None, membership: consensus.Membership | None
+    ) -> None:
+        control = self.store.control
+        changes: dict[str, Any] = {}
+        if hard_state is not None and (hard_state.term, hard_state.vote) != (
+            control.term,
+            control.vote,
+        ):
+            changes.update(term=hard_state.term, vote=hard_state.vote)
+        if membership is not None:
+            changes["membership"] = walstore.Membership(
+                generation=membership.generation,
+                voters=tuple(sorted(membership.voters)),
+                learners=tuple(sorted(membership.learners)),
+            )
+        if changes:
+            self._write_control(changes)
+
+    def _maybe_persist_commit(self) -> None:
+        if self.commit_lsn == self._persisted_commit:
+            return
+        if time.monotonic() - self._last_commit_persist < COMMIT_PERSIST_INTERVAL:
+            return
+        self._write_control({})
+
+    def _write_control(self, changes: dict[str, Any]) -> None:
+        control = self.store.control
+        # Never claim a commit beyond what this agent has on disk; never move it back.
+        commit = max(control.commit_lsn, min(self.commit_lsn, self.store.flush_lsn))
+        self.store.save_control(replace(control, commit_lsn=commit, **changes))
+        self._persisted_commit = commit
+        self._last_commit_persist = time.monotonic()
+
+    def _release_waiters(self) -> None:
+        index = bisect.bisect_right(self._waiters, (self.commit_lsn, math.inf))
+        released, self._waiters = self._waiters[:index], self._waiters[index:]
+        for _end, _seq, waiter in released:
+            waiter.done.set()
+
+    def _fail_waiters(self, error: Exception) -> None:
+        waiters, self._waiters = self._waiters, []
+        for _end, _seq, waiter in waiters:
+            waiter.error = error
+            waiter.done.set()
+
+    def status(self) -> dict[str, Any]:
+        st = self.core.status()
+        return {
+            "role": st.role,
+            "term": st.term,
+            "leader": st.leader,
+            "commit_lsn": st.commit_lsn,
+            "flush_lsn": self.store.flush_lsn,
+            "last_lsn": self.store.end_lsn,
+        }

@@ -1,0 +1,99 @@
+"""Consensus messages <-> protobuf envelopes, field by field by name.
+
+The consensus dataclasses mirror peer.proto, so the translation is mechanical; the one
+special field is the entry batch (`entries` in the core, `records` on the wire).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import consensus
+from agent.wire import peer_pb2 as pb
+
+# core message class -> Envelope oneof field, and the field naming the sender
+_WIRE_NAME: dict[type, str] = {
+    consensus.VoteRequest: "vote_request",
+    consensus.VoteResponse: "vote_response",
+    consensus.AppendRequest: "append_request",
+    consensus.AppendResponse: "append_response",
+    consensus.Heartbeat: "heartbeat",
+    consensus.HeartbeatResponse: "heartbeat_response",
+    consensus.TimeoutNow: "timeout_now",
+}
+_CORE_CLASS = {name: cls for cls, name in _WIRE_NAME.items()}
+SENDER_FIELD: dict[type, str] = {
+    consensus.VoteRequest: "candidate_id",
+    consensus.VoteResponse: "voter_id",
+    consensus.AppendRequest: "leader_id",
+    consensus.AppendResponse: "node_id",
+    consensus.Heartbeat: "leader_id",
+    consensus.HeartbeatResponse: "node_id",
+    consensus.TimeoutNow: "leader_id",
+}
+_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _WIRE_NAME}
+
+
+class TranslationError(ValueError):
+    """A well-formed frame whose content the core cannot accept (e.g. not a consensus message)."""
+
+
+def record_of(entry: consensus.Entry) -> pb.Record:
+    return pb.Record(
+        lsn=entry.lsn,
+        term=entry.term,
+        kind=int(entry.kind),  # type: ignore[arg-type]
+        payload=entry.payload,
+        gtid=entry.gtid or "",
+        continued=entry.continued,
+    )
+
+
+def entry_of(record: pb.Record) -> consensus.Entry:
+    try:
+        kind = consensus.RecordKind(record.kind)
+    except ValueError as exc:
+        raise TranslationError(f"unknown record kind {record.kind}") from exc
+    return consensus.Entry(
+        lsn=record.lsn,
+        term=record.term,
+        kind=kind,
+        payload=record.payload,
+        gtid=record.gtid or None,
+        continued=record.continued,
+    )
+
+
+def to_envelope(msg: Any) -> pb.Envelope:
+    envelope = pb.Envelope()
+    body = getattr(envelope, _WIRE_NAME[type(msg)])
+    for name in _FIELDS[type(msg)]:
+        value = getattr(msg, name)
+        if name == "entries":
+            body.records.extend(record_of(e) for e in value)
+        elif value is not None:
+            setattr(body, name, value)
+    if not _FIELDS[type(msg)]:
+        body.SetInParent()
+    body.SetInParent()
+    return envelope
+
+
+def from_envelope(envelope: pb.Envelope) -> Any:
+    which = envelope.WhichOneof("body")
+    cls = _CORE_CLASS.get(which or "")
+    if cls is None:
+        raise TranslationError(f"{which or 'an empty envelope'} is not a consensus message")
+    body = getattr(envelope, which)  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for name in _FIELDS[cls]:
+        if name == "entries":
+            kwargs[name] = tuple(entry_of(r) for r in body.records)
+        else:
+            kwargs[name] = getattr(body, name)
+    return cls(**kwargs)
+
+
+def sender_of(msg: Any) -> str:
+    return str(getattr(msg, SENDER_FIELD[type(msg)]))

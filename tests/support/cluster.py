@@ -1,0 +1,183 @@
+"""Real agent processes on loopback for tests and benchmarks: `binkeeper run` per agent.
+
+Each agent dials its peers through a FaultProxy (one per direction), so a test can cut any
+link; status comes from each agent's real admin API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from tests.support.proxy import FaultProxy, free_port
+
+
+@dataclass
+class AgentProcess:
+    node_id: str
+    config_path: Path
+    data_dir: Path
+    peer_port: int
+    http_port: int
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(self.config_path),
+             *self.extra_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def status(self, timeout: float = 2.0) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(self.url + "/v1/status", timeout=timeout) as response:
+                data: dict[str, Any] = json.load(response)
+                return data
+        except (OSError, ValueError):
+            return None
+
+    def timeline(self) -> dict[str, Any] | None:
+        status = self.status()
+        if not status or not status["timelines"]:
+            return None
+        timeline: dict[str, Any] = status["timelines"][0]
+        return timeline
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Cluster:
+    def __init__(self, root: Path, size: int = 3, *, extra_args: list[str] | None = None,
+                 consensus: dict[str, int] | None = None, use_proxies: bool = True) -> None:
+        self.root = root
+        ids = [f"a{i + 1}" for i in range(size)]
+        self.agents: dict[str, AgentProcess] = {}
+        for node_id in ids:
+            data_dir = root / node_id
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.agents[node_id] = AgentProcess(
+                node_id=node_id,
+                config_path=root / f"{node_id}.toml",
+                data_dir=data_dir,
+                peer_port=free_port(),
+                http_port=free_port(),
+                log_path=root / f"{node_id}.log",
+                extra_args=list(extra_args or []),
+            )
+        # proxies[(src, dst)] carries src's messages to dst
+        self.proxies: dict[tuple[str, str], FaultProxy] = {
+            (src, dst): FaultProxy(self.agents[dst].peer_port)
+            for src in ids for dst in ids if src != dst
+        } if use_proxies else {}
+        for node_id, agent in self.agents.items():
+            lines = [
+                f'node_id = "{node_id}"',
+                f'data_dir = "{agent.data_dir}"',
+                f'listen_peer = "127.0.0.1:{agent.peer_port}"',
+                f'listen_http = "127.0.0.1:{agent.http_port}"',
+                'cluster_id = "test"',
+            ]
+            for other in ids:
+                if other != node_id:
+                    port = (self.proxies[(node_id, other)].listen_port if use_proxies
+                            else self.agents[other].peer_port)
+                    lines += ["[[peers]]", f'id = "{other}"', f'addr = "127.0.0.1:{port}"']
+            if consensus:
+                lines.append("[consensus]")
+                lines += [f"{key} = {value}" for key, value in consensus.items()]
+            agent.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        for agent in self.agents.values():
+            agent.start()
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+
+    def partition(self, isolated: str) -> None:
+        for (src, dst), proxy in self.proxies.items():
+            if isolated in (src, dst):
+                proxy.block()
+
+    def heal(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.unblock()
+
+    def leader(self, among: list[str] | None = None) -> str | None:
+        """The leader that a majority of the (live, listed) agents agree on."""
+        names = among or [n for n, a in self.agents.items() if a.alive]
+        votes: dict[str, int] = {}
+        for name in names:
+            timeline = self.agents[name].timeline()
+            if timeline and timeline["role"] == "leader":
+                votes[name] = votes.get(name, 0) + 1
+        return next(iter(votes)) if len(votes) == 1 else None
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n} ---\n{a.log_tail()}" for n, a in self.agents.items())
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+                     on_fail: Callable[[], str] | None = None) -> Any:
+    """Poll predicate() (run in a thread: it may do blocking HTTP) until it is truthy.
+
+    Fails naming WHAT after TIMEOUT seconds. The event loop stays free meanwhile, so the
+    test's fault proxies keep forwarding.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await trio.to_thread.run_sync(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = on_fail() if on_fail else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail}")
+        await trio.sleep(0.05)
