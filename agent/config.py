@@ -85,7 +85,7 @@ def _take(table: dict[str, Any], key: str, where: str, kind: type, default: Any 
         return default
     value = table.pop(key)
     # bool is an int in Python; a port of `true` is still a mistake.
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{name}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
     return value
 

@@ -1,0 +1,119 @@
+"""The control file: term, vote, commit LSN, term history and membership of one timeline.
+
+    magic "BKCTL\\x00\\x00\\x01" | u32 CRC32C of the body | u32 body length | body (JSON)
+
+Replaced atomically: write a temp file, fsync it, rename it over the old one, fsync the
+directory. A crash leaves either the old or the new file, never a mix; a damaged file is
+refused with its name, never guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crc32c import crc32c
+
+from walstore.errors import CorruptionError
+
+CONTROL_NAME = "control"
+_MAGIC = b"BKCTL\x00\x00\x01"
+_HEAD = struct.Struct("<8sII")
+
+
+@dataclass(frozen=True)
+class Membership:
+    generation: int = 0
+    voters: tuple[str, ...] = ()
+    learners: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Control:
+    term: int = 0
+    vote: str | None = None
+    commit_lsn: int = 0
+    term_history: tuple[tuple[int, int], ...] = ()  # (term, start LSN), ascending
+    membership: Membership = field(default_factory=Membership)
+    removed_gtids: tuple[str, ...] = ()  # newest GTID per domain among removed segments
+
+
+def encode_control(control: Control) -> bytes:
+    body = json.dumps(
+        {
+            "term": control.term,
+            "vote": control.vote,
+            "commit_lsn": control.commit_lsn,
+            "term_history": [list(pair) for pair in control.term_history],
+            "removed_gtids": list(control.removed_gtids),
+            "membership": {
+                "generation": control.membership.generation,
+                "voters": list(control.membership.voters),
+                "learners": list(control.membership.learners),
+            },
+        },
+        sort_keys=True,
+    ).encode()
+    return _HEAD.pack(_MAGIC, crc32c(body), len(body)) + body
+
+
+def decode_control(data: bytes, path: Path) -> Control:
+    if len(data) < _HEAD.size:
+        raise CorruptionError(path, len(data), "control file shorter than its header")
+    magic, crc, length = _HEAD.unpack_from(data)
+    if magic != _MAGIC:
+        raise CorruptionError(path, 0, "bad magic: not a binkeeper control file")
+    body = data[_HEAD.size :]
+    if len(body) != length:
+        raise CorruptionError(path, 12, f"body is {len(body)} bytes, header says {length}")
+    if crc32c(body) != crc:
+        raise CorruptionError(path, _HEAD.size, "CRC32C mismatch")
+    try:
+        raw = json.loads(body)
+        membership = raw["membership"]
+        return Control(
+            term=int(raw["term"]),
+            vote=raw["vote"],
+            commit_lsn=int(raw["commit_lsn"]),
+            term_history=tuple((int(t), int(s)) for t, s in raw["term_history"]),
+            removed_gtids=tuple(str(g) for g in raw.get("removed_gtids", ())),
+            membership=Membership(
+                generation=int(membership["generation"]),
+                voters=tuple(membership["voters"]),
+                learners=tuple(membership["learners"]),
+            ),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptionError(path, _HEAD.size, f"unreadable body: {exc}") from exc
+
+
+def read_control(directory: Path) -> Control | None:
+    path = directory / CONTROL_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return decode_control(data, path)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_control(directory: Path, control: Control) -> None:
+    tmp = directory / (CONTROL_NAME + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, encode_control(control))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / CONTROL_NAME)
+    fsync_dir(directory)

@@ -1,0 +1,621 @@
+"""WalStore: one timeline's log on disk.
+
+Appends go to memory and are written by `sync()`/`flush()` in one write per segment and one
+fdatasync per batch (group commit). The writing runs in a worker thread under `sync()`, so
+the trio loop keeps appending and reading meanwhile; everything else (the index, the GTID
+map, the list of unwritten records) is touched only on the caller's thread.
+
+Invariants:
+  flush_lsn <= end_lsn; every record ending at or below flush_lsn is in its segment file
+  and indexed; records above flush_lsn are also kept in `_mem` and served from there.
+  commit LSN (control) <= any truncation point.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+
+import trio
+
+from walstore import _record
+from walstore._control import Control, fsync_dir, read_control, write_control
+from walstore._record import Record, RecordKind
+from walstore._segment import (
+    ScanResult,
+    Segment,
+    parse_segment_name,
+    scan_segment,
+    segment_name,
+)
+from walstore.errors import (
+    CorruptionError,
+    DiskFullError,
+    NotARecordBoundary,
+    RecordTooLarge,
+    SyncInProgress,
+    TruncateBelowCommit,
+    WalError,
+)
+
+log = logging.getLogger("binkeeper.walstore")
+
+DEFAULT_SEGMENT_SIZE = 16 << 20
+DEFAULT_MAX_RECORD_SIZE = 8 << 20
+
+
+@dataclass(frozen=True)
+class RepairedTail:
+    path: Path
+    offset: int
+    dropped_bytes: int
+    reason: str
+
+
+@dataclass
+class _Batch:
+    writes: list[tuple[Segment, int, bytes]]  # (segment, file offset, bytes), file order
+    end_lsn: int
+
+
+class _SyncRound:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class WalStore:
+    def __init__(self, path: Path, segment_size: int, max_record_size: int) -> None:
+        self.path = path
+        self.segment_size = segment_size
+        self.max_record_size = max_record_size
+        self.control = Control()
+        self.repaired_tail: RepairedTail | None = None
+        self.fsync_count = 0
+        self._segments: list[Segment] = []
+        self._firsts: list[int] = []  # first LSN of each segment, for bisect
+        self._term_changes: list[tuple[int, int]] = []  # (term, start LSN), ascending
+        self._gtids: dict[str, int] = {}
+        self._last_gtids: dict[int, str] = {}
+        self._removed_gtids: dict[int, str] = {}  # newest GTID per domain in removed segments
+        self._end_lsn = 0
+        self._flush_lsn = 0
+        self._last_term = 0
+        self._pending: list[tuple[Segment, bytes]] = []  # appended, not yet handed to a writer
+        self._mem: list[Record] = []  # every record above flush_lsn, in order
+        self._write_fds: dict[int, int] = {}  # segment first LSN -> fd (writer side)
+        self._read_fds: dict[int, int] = {}
+        self._sync_round: _SyncRound | None = None
+        self._closed = False
+
+    # ---- opening ------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+        create: bool = True,
+    ) -> WalStore:
+        directory = Path(path)
+        if not directory.is_dir():
+            if not create:
+                raise WalError(f"{directory}: no such WAL directory")
+            directory.mkdir(parents=True)
+            fsync_dir(directory.parent)
+        store = cls(directory, segment_size, max_record_size)
+        store._load(repair=True)
+        return store
+
+    def _load(self, *, repair: bool) -> None:
+        self.control = read_control(self.path) or Control()
+        names = sorted(
+            p.name for p in self.path.iterdir() if parse_segment_name(p.name) is not None
+        )
+        firsts = [parse_segment_name(n) for n in names]
+        segments = [Segment(self.path / n, f) for n, f in zip(names, firsts) if f is not None]
+        # The term history of records below the first segment (removed) comes from control.
+        first_lsn = segments[0].first_lsn if segments else 0
+        self._term_changes = [(t, s) for t, s in self.control.term_history if s < first_lsn]
+        self._removed_gtids = {_domain(g): g for g in self.control.removed_gtids}
+        self._last_gtids = dict(self._removed_gtids)
+        term = self._last_term = self._term_changes[-1][0] if self._term_changes else 0
+        for index, segment in enumerate(segments):
+            last = index == len(segments) - 1
+            if index > 0 and segment.first_lsn != segments[index - 1].end_lsn:
+                raise CorruptionError(
+                    segment.path,
+                    0,
+                    f"segment starts at LSN {segment.first_lsn} but the previous one ends at "
+                    f"{segments[index - 1].end_lsn}: history is missing",
+                )
+            data = segment.path.read_bytes()
+            result = scan_segment(
+                segment,
+                data,
+                prev_term=term,
+                max_payload=self.max_record_size,
+                on_record=self._index_record,
+            )
+            term = self._last_term
+            if result.error_offset is None:
+                continue
+            if not last or result.valid_after_error is not None:
+                detail = (
+                    f"; a valid record follows at byte offset {result.valid_after_error}, "
+                    "so this is damage inside the log, not a torn tail"
+                    if last
+                    else " (sealed segment)"
+                )
+                raise CorruptionError(
+                    segment.path, result.error_offset, f"{result.error_reason}{detail}"
+                )
+            if repair:
+                self._repair_tail(segment, len(data), result)
+            else:
+                self.repaired_tail = RepairedTail(
+                    segment.path,
+                    result.error_offset,
+                    len(data) - result.good_size,
+                    str(result.error_reason),
+                )
+        self._segments = segments
+        self._firsts = [s.first_lsn for s in segments]
+        self._end_lsn = self._flush_lsn = segments[-1].end_lsn if segments else 0
+        if self.control.commit_lsn > self._end_lsn:
+            raise CorruptionError(
+                self.path / "control",
+                0,
+                f"commit LSN {self.control.commit_lsn} is beyond the end of the log "
+                f"({self._end_lsn}): committed records are missing",
+            )
+
+    def _index_record(self, record: Record) -> None:
+        if not self._term_changes or self._term_changes[-1][0] != record.term:
+            self._term_changes.append((record.term, record.lsn))
+        self._last_term = record.term
+        if record.gtid is not None and not record.continued:
+            self._gtids[record.gtid] = record.end_lsn
+            self._last_gtids[_domain(record.gtid)] = record.gtid
+
+    def _repair_tail(self, segment: Segment, size: int, result: ScanResult) -> None:
+        assert result.error_offset is not None
+        with open(segment.path, "r+b") as handle:
+            handle.truncate(result.good_size)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.repaired_tail = RepairedTail(
+            segment.path, result.error_offset, size - result.good_size, str(result.error_reason)
+        )
+        log.warning(
+            "%s: cut a torn tail at byte offset %d (%d bytes dropped: %s)",
+            segment.path,
+            result.error_offset,
+            size - result.good_size,
+            result.error_reason,
+        )
+
+    # ---- state --------------------------------------------------------------------------
+
+    @property
+    def end_lsn(self) -> int:
+        return self._end_lsn
+
+    @property
+    def flush_lsn(self) -> int:
+        return self._flush_lsn
+
+    @property
+    def last_term(self) -> int:
+        return self._last_term
+
+    @property
+    def first_lsn(self) -> int:
+        return self._segments[0].first_lsn if self._segments else self._end_lsn
+
+    @property
+    def term_history(self) -> tuple[tuple[int, int], ...]:
+        return tuple(self._term_changes)
+
+    # ---- appending ----------------------------------------------------------------------
+
+    def append(
+        self,
+        term: int,
+        payload: bytes,
+        *,
+        kind: RecordKind = RecordKind.DATA,
+        gtid: str | None = None,
+        continued: bool = False,
+    ) -> int:
+        """Buffer one record; returns its end LSN. Durable only after sync()/flush()."""
+        self._check_open()
+        if not payload:
+            raise ValueError("a record payload must not be empty")
+        if len(payload) > self.max_record_size:
+            raise RecordTooLarge(
+                f"payload of {len(payload)} bytes exceeds the {self.max_record_size}-byte "
+                "maximum record size; split it into continued records"
+            )
+        if term < self._last_term:
+            raise WalError(f"term {term} is below the log's last term {self._last_term}")
+        record = Record(self._end_lsn, term, RecordKind(kind), bytes(payload), gtid, continued)
+        frame = _record.encode(record)
+        segment = self._segments[-1] if self._segments else None
+        if segment is None or (segment.size and segment.size + len(frame) > self.segment_size):
+            segment = Segment(self.path / segment_name(record.lsn), record.lsn)
+            self._segments.append(segment)
+            self._firsts.append(record.lsn)
+        segment.offsets.append(segment.size)
+        segment.ends.append(record.end_lsn)
+        segment.size += len(frame)
+        self._pending.append((segment, frame))
+        self._mem.append(record)
+        self._index_record(record)
+        self._end_lsn = record.end_lsn
+        return record.end_lsn
+
+    def _take_batch(self) -> _Batch:
+        writes: list[tuple[Segment, int, bytes]] = []
+        pending, self._pending = self._pending, []
+        index = 0
+        while index < len(pending):
+            segment = pending[index][0]
+            start = index
+            while index < len(pending) and pending[index][0] is segment:
+                index += 1
+            data = b"".join(frame for _seg, frame in pending[start:index])
+            # Every pending frame of a segment is in this batch, so its bytes end at size.
+            writes.append((segment, segment.size - len(data), data))
+        return _Batch(writes, self._end_lsn)
+
+    def _write_batch(self, batch: _Batch) -> None:
+        """Write and fdatasync a batch. Runs in a worker thread: touches only fds and files."""
+        created = False
+        touched: list[tuple[Segment, int, int]] = []  # (segment, fd, size before)
+        try:
+            for segment, offset, data in batch.writes:
+                fd = self._write_fds.get(segment.first_lsn)
+                if fd is None:
+                    created |= not segment.path.exists()
+                    fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT, 0o644)
+                    self._write_fds[segment.first_lsn] = fd
+                touched.append((segment, fd, offset))
+                written = os.pwrite(fd, data, offset)
+                while written < len(data):  # short writes happen on full disks
+                    more = os.pwrite(fd, data[written:], offset + written)
+                    if more == 0:
+                        raise OSError(errno.ENOSPC, "short write")
+                    written += more
+            for _segment, fd, _offset in touched:
+                os.fdatasync(fd)
+                self.fsync_count += 1
+            if created:
+                fsync_dir(self.path)
+        except OSError as exc:
+            # Cut what this batch wrote, so no half record is left that could look valid
+            # later; the batch stays pending and the next sync retries it.
+            for _segment, fd, offset in touched:
+                try:
+                    os.ftruncate(fd, offset)
+                except OSError:
+                    pass
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"{self.path}: disk full: {exc.strerror}") from exc
+            raise
+        # Older segments are sealed once written: keep only the active segment's fd open.
+        active = batch.writes[-1][0].first_lsn if batch.writes else None
+        for first in [f for f in self._write_fds if f != active]:
+            os.close(self._write_fds.pop(first))
+
+    def _finish_batch(self, batch: _Batch) -> None:
+        for segment, offset, data in batch.writes:
+            segment.written = max(segment.written, offset + len(data))
+        self._flush_lsn = max(self._flush_lsn, batch.end_lsn)
+        keep = bisect.bisect_right([r.end_lsn for r in self._mem], self._flush_lsn)
+        del self._mem[:keep]
+
+    def _restore_batch(self, batch: _Batch, pending_before: list[tuple[Segment, bytes]]) -> None:
+        self._pending = pending_before + self._pending
+
+    def flush(self) -> int:
+        """Blocking group commit: one write and fdatasync for everything appended so far."""
+        self._check_open()
+        if self._sync_round is not None:
+            raise SyncInProgress("flush() called while an async sync() is running")
+        if not self._pending:
+            return self._flush_lsn
+        pending = list(self._pending)
+        batch = self._take_batch()
+        try:
+            self._write_batch(batch)
+        except BaseException:
+            self._restore_batch(batch, pending)
+            raise
+        self._finish_batch(batch)
+        return self._flush_lsn
+
+    async def sync(self) -> int:
+        """Group commit off the event loop; concurrent callers share fsyncs.
+
+        Returns the flush LSN, at least the end LSN at the time of the call.
+        """
+        self._check_open()
+        target = self._end_lsn
+        while self._flush_lsn < target:
+            running = self._sync_round
+            if running is not None:
+                await running.done.wait()
+                if running.error is not None:
+                    raise running.error
+                continue
+            round_ = self._sync_round = _SyncRound()
+            pending = list(self._pending)
+            batch = self._take_batch()
+            try:
+                # Not cancellable: once the write is in the kernel we must learn its outcome.
+                await trio.to_thread.run_sync(self._write_batch, batch)
+            except BaseException as exc:
+                self._restore_batch(batch, pending)
+                round_.error = exc
+                raise
+            else:
+                self._finish_batch(batch)
+            finally:
+                self._sync_round = None
+                round_.done.set()
+        return self._flush_lsn
+
+    async def wait_idle(self) -> None:
+        """Wait until no sync() is running (truncate and segment removal need that)."""
+        while self._sync_round is not None:
+            await self._sync_round.done.wait()
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def _locate(self, lsn: int) -> tuple[int, int]:
+        """(segment index, record index) of the record starting at LSN; raises if not a boundary."""
+        if not self._segments or lsn < self._segments[0].first_lsn or lsn > self._end_lsn:
+            raise NotARecordBoundary(
+                f"LSN {lsn} is outside the log [{self.first_lsn}, {self._end_lsn}]"
+            )
+        seg_index = bisect.bisect_right(self._firsts, lsn) - 1
+        segment = self._segments[seg_index]
+        if lsn == segment.first_lsn:
+            return seg_index, 0
+        rec_index = bisect.bisect_left(segment.ends, lsn)
+        if rec_index == len(segment.ends) or segment.ends[rec_index] != lsn:
+            raise NotARecordBoundary(f"LSN {lsn} is not a record boundary")
+        return seg_index, rec_index + 1
+
+    def term_at(self, lsn: int) -> int | None:
+        """Term of the record ending at LSN; 0 for LSN 0; None when LSN is not a boundary."""
+        if lsn == 0:
+            return 0
+        if lsn == self.first_lsn and lsn > 0:
+            return self._term_before(lsn)
+        try:
+            self._locate(lsn)
+        except NotARecordBoundary:
+            return None
+        return self._term_before(lsn)
+
+    def _term_before(self, lsn: int) -> int | None:
+        index = bisect.bisect_left(self._term_changes, lsn, key=lambda pair: pair[1]) - 1
+        return self._term_changes[index][0] if index >= 0 else None
+
+    def read(self, from_lsn: int = 0, *, max_bytes: int | None = None) -> Iterator[Record]:
+        """Records from FROM_LSN (a boundary) on; MAX_BYTES bounds the payload total (≥ 1 record)."""
+        self._check_open()
+        if from_lsn == self._end_lsn:
+            return
+        seg_index, rec_index = self._locate(from_lsn)
+        budget = max_bytes if max_bytes is not None else -1
+        lsn = from_lsn
+        yielded = 0
+        flush = self._flush_lsn
+        while lsn < flush and seg_index < len(self._segments):
+            segment = self._segments[seg_index]
+            if rec_index >= len(segment.ends):
+                seg_index, rec_index = seg_index + 1, 0
+                continue
+            # Read a span of whole records: those ending at or below flush, within budget.
+            last = bisect.bisect_right(segment.ends, flush) - 1
+            if budget >= 0:
+                limit = lsn + max(budget, 1)
+                last = min(last, max(rec_index, bisect.bisect_left(segment.ends, limit)))
+            if last < rec_index:
+                break
+            start = segment.offsets[rec_index]
+            stop = segment.offsets[last + 1] if last + 1 < len(segment.offsets) else segment.written
+            data = os.pread(self._read_fd(segment), stop - start, start)
+            view = memoryview(data)
+            offset = 0
+            for _ in range(rec_index, last + 1):
+                try:
+                    record, length = _record.parse(view, offset, self.max_record_size)
+                except _record.FrameError as exc:
+                    raise CorruptionError(segment.path, start + offset, str(exc)) from exc
+                if record.lsn != lsn:
+                    raise CorruptionError(
+                        segment.path, start + offset, f"record LSN {record.lsn}, expected {lsn}"
+                    )
+                offset += length
+                yield record
+                yielded += len(record.payload)
+                lsn = record.end_lsn
+                if budget >= 0 and yielded >= budget:
+                    return
+            seg_index, rec_index = seg_index, last + 1
+        for record in list(self._mem):
+            if record.lsn < lsn:
+                continue
+            if record.lsn > lsn:
+                break
+            yield record
+            yielded += len(record.payload)
+            lsn = record.end_lsn
+            if budget >= 0 and yielded >= budget:
+                return
+
+    def _read_fd(self, segment: Segment) -> int:
+        fd = self._read_fds.get(segment.first_lsn)
+        if fd is None:
+            fd = self._read_fds[segment.first_lsn] = os.open(segment.path, os.O_RDONLY)
+        return fd
+
+    def gtid_end_lsn(self, gtid: str) -> int | None:
+        return self._gtids.get(gtid)
+
+    def last_gtids(self) -> dict[int, str]:
+        """The newest GTID of each replication domain in the log."""
+        return dict(self._last_gtids)
+
+    # ---- cutting ------------------------------------------------------------------------
+
+    def truncate(self, lsn: int) -> None:
+        """Remove every record at or after LSN (a boundary); durable on return."""
+        self._check_open()
+        if lsn == self._end_lsn:
+            return
+        if lsn < self.control.commit_lsn:
+            raise TruncateBelowCommit(
+                f"truncating to LSN {lsn} would remove committed history "
+                f"(commit LSN {self.control.commit_lsn})"
+            )
+        if self._sync_round is not None:
+            raise SyncInProgress("truncate() while a sync is running: await wait_idle() first")
+        seg_index, rec_index = self._locate(lsn)
+        for record in self.read(lsn):
+            if record.gtid is not None and self._gtids.get(record.gtid) == record.end_lsn:
+                del self._gtids[record.gtid]
+        removed_files = False
+        for segment in self._segments[seg_index + 1 :]:
+            self._forget_fds(segment)
+            segment.path.unlink(missing_ok=True)
+            removed_files = True
+        del self._segments[seg_index + 1 :]
+        del self._firsts[seg_index + 1 :]
+        segment = self._segments[seg_index]
+        cut = segment.offsets[rec_index] if rec_index < len(segment.offsets) else segment.size
+        del segment.offsets[rec_index:]
+        del segment.ends[rec_index:]
+        segment.size = cut
+        if segment.written > cut:
+            self._forget_fds(segment)
+            with open(segment.path, "r+b") as handle:
+                handle.truncate(cut)
+                os.fsync(handle.fileno())
+            segment.written = cut
+        if removed_files:
+            fsync_dir(self.path)
+        self._mem = [r for r in self._mem if r.end_lsn <= lsn]
+        self._pending = self._rebuild_pending(lsn)
+        while self._term_changes and self._term_changes[-1][1] >= lsn:
+            self._term_changes.pop()
+        self._last_term = self._term_changes[-1][0] if self._term_changes else 0
+        self._end_lsn = lsn
+        self._flush_lsn = min(self._flush_lsn, lsn)
+        self._last_gtids = dict(self._removed_gtids)
+        for gtid, _end in sorted(self._gtids.items(), key=lambda item: item[1]):
+            self._last_gtids[_domain(gtid)] = gtid
+
+    def _rebuild_pending(self, lsn: int) -> list[tuple[Segment, bytes]]:
+        """Frames for the unwritten records that survive a truncation to LSN."""
+        pending: list[tuple[Segment, bytes]] = []
+        for record in self._mem:
+            if record.end_lsn <= self._flush_lsn or record.end_lsn > lsn:
+                continue
+            seg_index = bisect.bisect_right(self._firsts, record.lsn) - 1
+            pending.append((self._segments[seg_index], _record.encode(record)))
+        return pending
+
+    def remove_segments_before(self, lsn: int) -> int:
+        """Delete whole sealed segments that lie entirely below LSN; returns how many."""
+        self._check_open()
+        if self._sync_round is not None:
+            raise SyncInProgress("remove_segments_before() while a sync is running")
+        limit = min(lsn, self._flush_lsn)
+        count = 0
+        # The segment that becomes the first must already be on disk, or nothing durable is left.
+        while (
+            count + 1 < len(self._segments)
+            and self._segments[count + 1].first_lsn <= limit
+            and self._segments[count + 1].written > 0
+        ):
+            count += 1
+        if count:
+            # The term history and newest GTIDs of the removed records must survive in the
+            # control file, written before the segments go.
+            for segment in self._segments[:count]:
+                for record in self.read(segment.first_lsn):
+                    if record.lsn >= segment.end_lsn:
+                        break
+                    if record.gtid is not None and not record.continued:
+                        self._removed_gtids[_domain(record.gtid)] = record.gtid
+            self.save_control(self.control)
+            for segment in self._segments[:count]:
+                self._forget_fds(segment)
+                segment.path.unlink()
+            del self._segments[:count]
+            del self._firsts[:count]
+            fsync_dir(self.path)
+            self._gtids = {g: end for g, end in self._gtids.items() if end > self.first_lsn}
+        return count
+
+    def _forget_fds(self, segment: Segment) -> None:
+        for fds in (self._write_fds, self._read_fds):
+            fd = fds.pop(segment.first_lsn, None)
+            if fd is not None:
+                os.close(fd)
+
+    # ---- control ------------------------------------------------------------------------
+
+    def save_control(self, control: Control) -> None:
+        """Atomically replace the control file; the store keeps the term history itself."""
+        self._check_open()
+        control = replace(
+            control,
+            term_history=tuple(self._term_changes),
+            removed_gtids=tuple(sorted(self._removed_gtids.values())),
+        )
+        write_control(self.path, control)
+        self.control = control
+
+    # ---- closing ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for fds in (self._write_fds, self._read_fds):
+            for fd in fds.values():
+                os.close(fd)
+            fds.clear()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WalError(f"{self.path}: the store is closed")
+
+    def __enter__(self) -> WalStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _domain(gtid: str) -> int:
+    return int(gtid.split("-", 1)[0])

@@ -1,0 +1,39 @@
+"""Errors raised by walstore. Every one is a WalError; corruption names the file and offset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class WalError(Exception):
+    """Base of every walstore error."""
+
+
+class CorruptionError(WalError):
+    """Damage the store refuses to repair: history would be lost."""
+
+    def __init__(self, path: Path | str, offset: int, reason: str) -> None:
+        super().__init__(f"{path}: corrupt at byte offset {offset}: {reason}")
+        self.path = Path(path)
+        self.offset = offset
+        self.reason = reason
+
+
+class RecordTooLarge(WalError):
+    """A payload above the configured maximum record size: the caller must split it."""
+
+
+class NotARecordBoundary(WalError):
+    """An LSN that does not fall between two records."""
+
+
+class TruncateBelowCommit(WalError):
+    """Truncation would remove committed history, which never changes."""
+
+
+class DiskFullError(WalError):
+    """The disk is full: nothing was lost, the appends stay pending and can be synced later."""
+
+
+class SyncInProgress(WalError):
+    """An operation that needs the files at rest was called while a sync was running."""
