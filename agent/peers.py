@@ -22,8 +22,8 @@ import trio
 
 from agent import translate
 from agent.config import Address, Config
+from agent import wire
 from agent.wire import peer_pb2 as pb
-from agent.wire import wire
 
 log = logging.getLogger("binkeeper.peers")
 
@@ -117,7 +117,7 @@ class PeerTransport:
             backoff = min(BACKOFF_MAX, backoff * 2)
 
     async def _handshake_out(self, stream: trio.SocketStream, link: PeerLink) -> None:
-        conn = wire.PeerConnection(max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE)
+        conn = wire.PeerConnection("client")
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             await stream.send_all(conn.send_hello(self.hello()))
             reply = await _receive_one(stream, conn)
@@ -148,7 +148,7 @@ class PeerTransport:
 
     async def _serve_inbound(self, stream: trio.SocketStream) -> None:
         async with stream:
-            conn = wire.PeerConnection(max_frame_size=wire.DEFAULT_MAX_FRAME_SIZE)
+            conn = wire.PeerConnection("server")
             peer_id = "?"
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT):

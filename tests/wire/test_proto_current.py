@@ -1,0 +1,24 @@
+"""The committed peer_pb2 files are exactly what the pinned generator makes of peer.proto."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WIRE = Path(__file__).resolve().parents[2] / "agent" / "wire"
+
+
+def test_generated_code_is_current(tmp_path: Path) -> None:
+    pytest.importorskip("grpc_tools")
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{WIRE}", f"--python_out={tmp_path}",
+         f"--pyi_out={tmp_path}", str(WIRE / "peer.proto")],
+        check=True,
+    )
+    for name in ("peer_pb2.py", "peer_pb2.pyi"):
+        assert (tmp_path / name).read_bytes() == (WIRE / name).read_bytes(), (
+            f"{name} is stale: run `tox -e proto` (or grpc_tools.protoc) and commit the result"
+        )
