@@ -59,9 +59,12 @@ def wait_leader(cluster: Cluster, timeout: float = 20) -> str:
     raise RuntimeError("no leader\n" + cluster.logs())
 
 
-def run_case(root: Path, size: int, rate: float, concurrency: int, seconds: float) -> dict[str, Any]:
-    cluster = Cluster(root, 3, extra_args=["--synthetic-load", f"{rate}:{size}:{concurrency}"],
-                      use_proxies=False)
+def run_case(
+    root: Path, size: int, rate: float, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    cluster = Cluster(
+        root, 3, extra_args=["--synthetic-load", f"{rate}:{size}:{concurrency}"], use_proxies=False
+    )
     cluster.start()
     try:
         leader = wait_leader(cluster)
@@ -97,8 +100,10 @@ def main() -> None:
         sync = fdatasync_latencies(tmpdir, 4096)
         rtt = loopback_rtt()
         sync_p50, rtt_p50 = median(sync) * 1000, median(rtt) * 1000
-        print(f"floors: fdatasync p50 {sync_p50:.3f} ms p99 {percentile(sync, 0.99) * 1000:.3f} ms, "
-              f"loopback RTT p50 {rtt_p50:.3f} ms")
+        print(
+            f"floors: fdatasync p50 {sync_p50:.3f} ms p99 {percentile(sync, 0.99) * 1000:.3f} ms, "
+            f"loopback RTT p50 {rtt_p50:.3f} ms"
+        )
         rows = []
         for size in (200, 8192):
             for label, rate, concurrency in (("low", 20.0, 1), ("saturating", 0.0, 64)):
@@ -109,16 +114,30 @@ def main() -> None:
                 ratio = result["mb_s"] / floor if label == "saturating" else None
                 latency_target = 2 * (sync_p50 + rtt_p50)
                 row = [
-                    f"{size} B", label, f"{result['records_s']:.0f}", f"{result['mb_s']:.2f}",
-                    f"{floor:.2f}", f"{ratio:.2f}" if ratio is not None else "-",
-                    result["p50_ms"], result["p99_ms"],
+                    f"{size} B",
+                    label,
+                    f"{result['records_s']:.0f}",
+                    f"{result['mb_s']:.2f}",
+                    f"{floor:.2f}",
+                    f"{ratio:.2f}" if ratio is not None else "-",
+                    result["p50_ms"],
+                    result["p99_ms"],
                     f"{latency_target:.2f}" if label == "low" else "-",
                 ]
                 print(row)
                 rows.append(row)
     table = markdown_table(
-        ["record", "load", "records/s", "MB/s", "floor MB/s (3 procs append+fdatasync)",
-         "ratio (target ≥ 0.5)", "p50 ms", "p99 ms", "p50 target ms (2×(fsync+RTT))"],
+        [
+            "record",
+            "load",
+            "records/s",
+            "MB/s",
+            "floor MB/s (3 procs append+fdatasync)",
+            "ratio (target ≥ 0.5)",
+            "p50 ms",
+            "p99 ms",
+            "p50 target ms (2×(fsync+RTT))",
+        ],
         rows,
     )
     notes = (
@@ -128,8 +147,12 @@ def main() -> None:
     )
     print(table)
     if not args.no_record:
-        record("quorum", "Quorum commit: 3 agents on loopback, fsync on",
-               ".venv/bin/python -m bench.quorum_bench", table + "\n\n" + notes)
+        record(
+            "quorum",
+            "Quorum commit: 3 agents on loopback, fsync on",
+            ".venv/bin/python -m bench.quorum_bench",
+            table + "\n\n" + notes,
+        )
 
 
 if __name__ == "__main__":

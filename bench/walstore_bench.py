@@ -37,7 +37,9 @@ def floor(directory: Path, frames: bytes, seconds: float) -> tuple[float, int]:
     return time.perf_counter() - start, batches
 
 
-def walstore_blocking(directory: Path, payload: bytes, batch: int, seconds: float) -> tuple[float, int]:
+def walstore_blocking(
+    directory: Path, payload: bytes, batch: int, seconds: float
+) -> tuple[float, int]:
     store = WalStore.open(directory / "wal")
     batches = 0
     start = time.perf_counter()
@@ -52,7 +54,9 @@ def walstore_blocking(directory: Path, payload: bytes, batch: int, seconds: floa
     return time.perf_counter() - start, batches
 
 
-def walstore_concurrent(directory: Path, payload: bytes, tasks: int, seconds: float) -> tuple[float, int]:
+def walstore_concurrent(
+    directory: Path, payload: bytes, tasks: int, seconds: float
+) -> tuple[float, int]:
     """TASKS trio tasks each append one record and await sync(), like concurrent commits."""
     store = WalStore.open(directory / "wal-async")
     records = 0
@@ -100,18 +104,38 @@ def main() -> None:
             (f"walstore, {batch} concurrent tasks", c_elapsed, c_records),
         ):
             mb = count * len(frame) / elapsed / 1e6
-            rows.append([f"{size} B", label, f"{count / elapsed:,.0f}", f"{mb:.2f}",
-                         f"{floor_mb:.2f}", f"{mb / floor_mb:.2f}"])
-        rows.append([f"{size} B", f"floor: os.write+fdatasync, batches of {batch}",
-                     f"{f_batches * batch / f_elapsed:,.0f}", f"{floor_mb:.2f}", "-", "1.00"])
+            rows.append(
+                [
+                    f"{size} B",
+                    label,
+                    f"{count / elapsed:,.0f}",
+                    f"{mb:.2f}",
+                    f"{floor_mb:.2f}",
+                    f"{mb / floor_mb:.2f}",
+                ]
+            )
+        rows.append(
+            [
+                f"{size} B",
+                f"floor: os.write+fdatasync, batches of {batch}",
+                f"{f_batches * batch / f_elapsed:,.0f}",
+                f"{floor_mb:.2f}",
+                "-",
+                "1.00",
+            ]
+        )
     table = markdown_table(
         ["record", "writer", "records/s", "MB/s (frames)", "floor MB/s", "ratio (target ≥ 0.7)"],
         rows,
     )
     print(table)
     if not args.no_record:
-        record("walstore", "WAL store append+sync (group commit) vs raw fdatasync floor",
-               ".venv/bin/python -m bench.walstore_bench", table)
+        record(
+            "walstore",
+            "WAL store append+sync (group commit) vs raw fdatasync floor",
+            ".venv/bin/python -m bench.walstore_bench",
+            table,
+        )
 
 
 if __name__ == "__main__":

@@ -39,12 +39,15 @@ NEED_DATA: Final = _NeedData()
 
 def should_compress(envelope: pb.Envelope) -> bool:
     # Record batches are where the bytes are; votes and acks are too small to gain.
-    return envelope.WhichOneof("body") == "append_request" and len(envelope.append_request.records) > 0
+    return (
+        envelope.WhichOneof("body") == "append_request" and len(envelope.append_request.records) > 0
+    )
 
 
 class FrameEncoder:
-    def __init__(self, *, compress: bool = True, level: int = 1,
-                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self, *, compress: bool = True, level: int = 1, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    ) -> None:
         self.max_frame_size = max_frame_size
         self._compressor = zstandard.ZstdCompressor(level=level).compressobj() if compress else None
         self.raw_bytes = 0

@@ -108,8 +108,15 @@ def test_sealed_segment_damage_is_refused_and_verify_names_it(
     # the second record of the sealed segment
     with WalStore.open(tmp_path, segment_size=SEGMENT) as store:
         second = store._segments[0].offsets[1]
-    field_offset = {"length": 0, "crc": 4, "term": 8, "lsn": 16, "kind": 24, "flags": 25,
-                    "payload": HEADER_SIZE + 10}[region]
+    field_offset = {
+        "length": 0,
+        "crc": 4,
+        "term": 8,
+        "lsn": 16,
+        "kind": 24,
+        "flags": 25,
+        "payload": HEADER_SIZE + 10,
+    }[region]
     data[second + field_offset] ^= 0x04
     sealed.write_bytes(bytes(data))
     with pytest.raises(walstore.CorruptionError) as info:

@@ -139,7 +139,9 @@ class WalModel(RuleBasedStateMachine):
 
 
 WalModel.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=50, deadline=None,
+    max_examples=150,
+    stateful_step_count=50,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestWalModel = WalModel.TestCase

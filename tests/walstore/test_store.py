@@ -127,7 +127,9 @@ def test_remove_segments_keeps_term_history(tmp_path: Path) -> None:
 
 def test_control_round_trip_atomic(tmp_path: Path) -> None:
     control = Control(
-        term=7, vote="a2", commit_lsn=0,
+        term=7,
+        vote="a2",
+        commit_lsn=0,
         membership=Membership(generation=3, voters=("a1", "a2", "a3"), learners=("a4",)),
     )
     with WalStore.open(tmp_path) as store:

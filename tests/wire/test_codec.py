@@ -15,18 +15,33 @@ HELLO = pb.Hello(protocol_version=1, cluster_id="c", timeline_id="ab" * 16, node
 
 def sample_envelopes() -> list[pb.Envelope]:
     records = [
-        pb.Record(lsn=i * 300, term=3, kind=pb.RECORD_KIND_DATA, payload=os.urandom(50) * 6,
-                  gtid=f"0-1-{i}", continued=i % 2 == 0)
+        pb.Record(
+            lsn=i * 300,
+            term=3,
+            kind=pb.RECORD_KIND_DATA,
+            payload=os.urandom(50) * 6,
+            gtid=f"0-1-{i}",
+            continued=i % 2 == 0,
+        )
         for i in range(20)
     ]
     return [
-        pb.Envelope(vote_request=pb.VoteRequest(term=4, candidate_id="a2", last_log_term=3,
-                                                last_lsn=9000, pre_vote=True)),
+        pb.Envelope(
+            vote_request=pb.VoteRequest(
+                term=4, candidate_id="a2", last_log_term=3, last_lsn=9000, pre_vote=True
+            )
+        ),
         pb.Envelope(vote_response=pb.VoteResponse(term=4, voter_id="a1", granted=True)),
-        pb.Envelope(append_request=pb.AppendRequest(term=3, leader_id="a1", prev_lsn=10,
-                                                    prev_term=2, commit_lsn=5, records=records)),
-        pb.Envelope(append_response=pb.AppendResponse(term=3, node_id="a2", success=False,
-                                                      hint_lsn=7, hint_term=2, last_lsn=99)),
+        pb.Envelope(
+            append_request=pb.AppendRequest(
+                term=3, leader_id="a1", prev_lsn=10, prev_term=2, commit_lsn=5, records=records
+            )
+        ),
+        pb.Envelope(
+            append_response=pb.AppendResponse(
+                term=3, node_id="a2", success=False, hint_lsn=7, hint_term=2, last_lsn=99
+            )
+        ),
         pb.Envelope(heartbeat=pb.Heartbeat(term=3, leader_id="a1", commit_lsn=77)),
         pb.Envelope(heartbeat_response=pb.HeartbeatResponse(term=3, node_id="a3", flush_lsn=8)),
         pb.Envelope(timeout_now=pb.TimeoutNow(term=3, leader_id="a1")),
@@ -115,8 +130,9 @@ def test_unknown_flags_and_bad_bodies() -> None:
 
 def test_zstd_bomb_is_bounded() -> None:
     limit = 1 << 20
-    body = pb.Envelope(append_request=pb.AppendRequest(
-        records=[pb.Record(payload=b"\x00" * (64 << 20))])).SerializeToString()
+    body = pb.Envelope(
+        append_request=pb.AppendRequest(records=[pb.Record(payload=b"\x00" * (64 << 20))])
+    ).SerializeToString()
     compressor = zstandard.ZstdCompressor(level=19).compressobj()
     bomb = compressor.compress(body) + compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
     assert len(bomb) < limit
@@ -171,16 +187,23 @@ def test_check_hello_reasons() -> None:
     ok = dict(cluster_id="c", timeline_id="ab" * 16, known_nodes={"a1", "a2"})
     assert wire.check_hello(HELLO, **ok) is None  # type: ignore[arg-type]
     cases = [
-        (pb.Hello(protocol_version=9, cluster_id="c", timeline_id="ab" * 16, node_id="a1"),
-         "protocol version"),
-        (pb.Hello(protocol_version=1, cluster_id="x", timeline_id="ab" * 16, node_id="a1"),
-         "cluster id"),
-        (pb.Hello(protocol_version=1, cluster_id="c", timeline_id="cd" * 16, node_id="a1"),
-         "timeline"),
-        (pb.Hello(protocol_version=1, cluster_id="c", timeline_id="zz", node_id="a1"),
-         "32 hex"),
-        (pb.Hello(protocol_version=1, cluster_id="c", timeline_id="ab" * 16, node_id="a9"),
-         "not a member"),
+        (
+            pb.Hello(protocol_version=9, cluster_id="c", timeline_id="ab" * 16, node_id="a1"),
+            "protocol version",
+        ),
+        (
+            pb.Hello(protocol_version=1, cluster_id="x", timeline_id="ab" * 16, node_id="a1"),
+            "cluster id",
+        ),
+        (
+            pb.Hello(protocol_version=1, cluster_id="c", timeline_id="cd" * 16, node_id="a1"),
+            "timeline",
+        ),
+        (pb.Hello(protocol_version=1, cluster_id="c", timeline_id="zz", node_id="a1"), "32 hex"),
+        (
+            pb.Hello(protocol_version=1, cluster_id="c", timeline_id="ab" * 16, node_id="a9"),
+            "not a member",
+        ),
     ]
     for hello, reason in cases:
         assert reason in (wire.check_hello(hello, **ok) or "")  # type: ignore[arg-type]

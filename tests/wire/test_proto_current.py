@@ -14,8 +14,15 @@ WIRE = Path(__file__).resolve().parents[2] / "agent" / "wire"
 def test_generated_code_is_current(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{WIRE}", f"--python_out={tmp_path}",
-         f"--pyi_out={tmp_path}", str(WIRE / "peer.proto")],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{WIRE}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            str(WIRE / "peer.proto"),
+        ],
         check=True,
     )
     for name in ("peer_pb2.py", "peer_pb2.pyi"):

@@ -1,0 +1,58 @@
+"""The replication protocol as a sans-I/O state machine: no trio, no protobuf, no clock,
+no files. Drive it with tick()/step()/propose()/flushed() and act on ready()."""
+
+from consensus.log import LogStorage
+from consensus.messages import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    RecordKind,
+    TermStart,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+    sender,
+)
+from consensus.node import (
+    Config,
+    ConfigChangeError,
+    HardState,
+    Membership,
+    Node,
+    NotLeader,
+    Progress,
+    ProgressState,
+    Ready,
+    Role,
+    Status,
+)
+
+__all__ = [
+    "AppendRequest",
+    "AppendResponse",
+    "Config",
+    "ConfigChangeError",
+    "Entry",
+    "HardState",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "LogStorage",
+    "Membership",
+    "Message",
+    "Node",
+    "NotLeader",
+    "Progress",
+    "ProgressState",
+    "Ready",
+    "RecordKind",
+    "Role",
+    "Status",
+    "TermStart",
+    "TimeoutNow",
+    "VoteRequest",
+    "VoteResponse",
+    "sender",
+]

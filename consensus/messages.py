@@ -1,0 +1,118 @@
+"""Log entries and protocol messages: frozen dataclasses mirroring agent/wire/peer.proto.
+
+Positions are LSNs: byte offsets in the logical stream of entry payloads. Every position a
+message carries (prev, commit, flush, hint) is an entry's END LSN, i.e. a boundary; 0 is
+the empty log. Payloads are never empty, so (term, end LSN) names one entry.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class RecordKind(enum.IntEnum):
+    DATA = 0  # one MariaDB transaction (or a piece of one)
+    TERM_START = 1  # a new leader's first entry: lets it commit its predecessors' tail
+    CONFIG = 2  # a membership configuration, in effect once appended
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    lsn: int  # first payload byte
+    term: int
+    kind: RecordKind
+    payload: bytes
+    gtid: str | None = None
+    continued: bool = False
+
+    @property
+    def end_lsn(self) -> int:
+        return self.lsn + len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class TermStart:
+    term: int
+    start_lsn: int  # LSN of the first entry of this term
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    term: int
+    candidate_id: str
+    last_log_term: int
+    last_lsn: int
+    pre_vote: bool = False
+    leadership_transfer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResponse:
+    term: int
+    voter_id: str
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    term: int
+    leader_id: str
+    prev_lsn: int
+    prev_term: int
+    commit_lsn: int
+    entries: tuple[Entry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResponse:
+    term: int
+    node_id: str
+    success: bool
+    flush_lsn: int = 0  # success: durable and matching the leader's log up to here
+    hint_lsn: int = 0  # failure: a position known to match (the follower's commit LSN)
+    hint_term: int = 0
+    last_lsn: int = 0
+    term_history: tuple[TermStart, ...] = ()  # failure: lets the leader find the divergence
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    term: int
+    leader_id: str
+    commit_lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResponse:
+    term: int
+    node_id: str
+    flush_lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    term: int
+    leader_id: str
+
+
+Message = (
+    VoteRequest
+    | VoteResponse
+    | AppendRequest
+    | AppendResponse
+    | Heartbeat
+    | HeartbeatResponse
+    | TimeoutNow
+)
+
+
+def sender(msg: Message) -> str:
+    if isinstance(msg, VoteRequest):
+        return msg.candidate_id
+    if isinstance(msg, VoteResponse):
+        return msg.voter_id
+    if isinstance(msg, AppendRequest | Heartbeat | TimeoutNow):
+        return msg.leader_id
+    return msg.node_id

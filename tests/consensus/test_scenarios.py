@@ -1,0 +1,235 @@
+"""Scripted scenarios, etcd-raft style: every message delivered in order, fsync at once,
+links cut on demand. Each test names the protocol rule it checks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import consensus
+from consensus import Config, HardState, Membership, Node, NotLeader, RecordKind, Role
+from tests.sim.sim import MemStorage
+
+
+class Net:
+    def __init__(self, ids: list[str], *, pre_vote: bool = True) -> None:
+        self.ids = ids
+        self.storages = {i: MemStorage() for i in ids}
+        self.membership = Membership(1, frozenset(ids))
+        self.nodes = {
+            i: Node(
+                Config(i, election_ticks=10, pre_vote=pre_vote),
+                self.storages[i],
+                HardState(),
+                self.membership,
+                random.Random(n),
+                0,
+            )
+            for n, i in enumerate(ids)
+        }
+        self.cut: set[tuple[str, str]] = set()
+        self.hard: dict[str, HardState] = {}
+
+    def add(self, node_id: str, membership: Membership) -> None:
+        self.ids.append(node_id)
+        self.storages[node_id] = MemStorage()
+        self.nodes[node_id] = Node(
+            Config(node_id), self.storages[node_id], HardState(), membership, random.Random(99), 0
+        )
+
+    def isolate(self, node_id: str) -> None:
+        self.cut |= {(node_id, o) for o in self.ids} | {(o, node_id) for o in self.ids}
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def stabilize(self, rounds: int = 200) -> None:
+        for _ in range(rounds):
+            moved = False
+            for node_id in list(self.ids):
+                node = self.nodes[node_id]
+                while node.has_ready():
+                    moved = True
+                    ready = node.ready()
+                    storage = self.storages[node_id]
+                    if ready.hard_state:
+                        self.hard[node_id] = ready.hard_state
+                    if ready.truncate_to is not None:
+                        storage.truncate(ready.truncate_to)
+                    for entry in ready.entries:
+                        storage.append(entry)
+                    storage.synced = len(storage.log)
+                    node.flushed(storage.last_lsn())
+                    for dst, msg in ready.messages:
+                        if (node_id, dst) not in self.cut and dst in self.nodes:
+                            self.nodes[dst].step(msg)
+            if not moved:
+                return
+
+    def tick(self, times: int = 1) -> None:
+        for _ in range(times):
+            for node_id in self.ids:
+                self.nodes[node_id].tick()
+            self.stabilize()
+
+    def leader(self) -> str:
+        leaders = [i for i in self.ids if self.nodes[i].role is Role.LEADER]
+        assert len(leaders) == 1, leaders
+        return leaders[0]
+
+    def elect(self, node_id: str) -> None:
+        self.nodes[node_id].campaign()
+        self.stabilize()
+        assert self.leader() == node_id
+
+    def payloads(self, node_id: str) -> list[bytes]:
+        return [e.payload for e in self.storages[node_id].log if e.kind is RecordKind.DATA]
+
+
+def test_election_and_replication_commit_at_majority() -> None:
+    """§5.2/5.3: a candidate with a majority leads; an entry on a majority is committed."""
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    leader = net.nodes["a"]
+    term_start_end = leader.log.last_lsn()
+    assert leader.commit_lsn == term_start_end  # TERM_START committed at once
+    end = leader.propose(b"tx1", gtid="0-1-1")
+    net.stabilize()
+    assert all(net.nodes[i].commit_lsn == end for i in "abc")
+    assert all(net.payloads(i) == [b"tx1"] for i in "abc")
+
+
+def test_commit_needs_a_majority() -> None:
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.isolate("b")
+    net.cut |= {("a", "c")}
+    before = net.nodes["a"].commit_lsn
+    net.nodes["a"].propose(b"lonely")
+    net.stabilize()
+    assert net.nodes["a"].commit_lsn == before
+
+
+def test_partitioned_leader_is_replaced_and_its_suffix_truncated() -> None:
+    """§5.3: a divergent uncommitted suffix is truncated when the new leader's log wins."""
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.nodes["a"].propose(b"committed")
+    net.stabilize()
+    net.isolate("a")
+    net.nodes["a"].propose(b"doomed-1")
+    net.nodes["a"].propose(b"doomed-2")
+    net.stabilize()
+    net.tick(25)  # b and c stop hearing from a, and elect one of themselves
+    new = next(i for i in "bc" if net.nodes[i].role is Role.LEADER)
+    net.nodes[new].propose(b"new")
+    net.stabilize()
+    net.heal()
+    net.tick(5)
+    assert net.nodes["a"].role is Role.FOLLOWER
+    assert net.payloads("a") == net.payloads(new) == [b"committed", b"new"]
+
+
+def test_pre_vote_keeps_a_rejoining_node_from_disrupting() -> None:
+    """Pre-vote: a node partitioned away does not raise the term of a healthy cluster."""
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    term = net.nodes["a"].term
+    net.isolate("c")
+    net.tick(60)  # c times out again and again, but only pre-votes
+    assert net.nodes["c"].term == term
+    net.heal()
+    net.tick(3)
+    assert net.leader() == "a" and net.nodes["a"].term == term
+
+
+def test_without_pre_vote_a_rejoining_node_bumps_the_term() -> None:
+    net = Net(["a", "b", "c"], pre_vote=False)
+    net.elect("a")
+    term = net.nodes["a"].term
+    net.isolate("c")
+    net.tick(40)
+    assert net.nodes["c"].term > term
+
+
+def test_vote_goes_to_the_most_advanced_log() -> None:
+    """§5.4.1: votes compare (last log term, last LSN), never the current term."""
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.cut |= {("a", "c")}
+    net.nodes["a"].propose(b"only-a-and-b")
+    net.stabilize()
+    net.heal()
+    net.isolate("a")
+    net.nodes["c"].campaign()
+    net.stabilize()
+    assert net.nodes["c"].role is not Role.LEADER  # b refuses: c's log is behind
+    net.nodes["b"].campaign()
+    net.stabilize()
+    assert net.nodes["b"].role is Role.LEADER
+
+
+def test_leadership_transfer() -> None:
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.nodes["a"].propose(b"x")
+    net.stabilize()
+    net.nodes["a"].transfer_leadership("c")
+    with pytest.raises(NotLeader):
+        net.nodes["a"].propose(b"refused during transfer")
+    net.stabilize()
+    assert net.leader() == "c"
+    assert net.payloads("c") == [b"x"]
+
+
+def test_catch_up_of_a_far_behind_follower_is_flow_controlled() -> None:
+    net = Net(["a", "b", "c"])
+    for node in net.nodes.values():
+        node.config.max_inflight_bytes = 4096
+        node.config.max_batch_bytes = 1024
+    net.elect("a")
+    net.isolate("c")
+    for i in range(200):
+        net.nodes["a"].propose(b"%05d" % i + b"y" * 200)
+        net.stabilize()
+    net.heal()
+    net.tick(30)
+    assert net.payloads("c") == net.payloads("a")
+    assert net.nodes["c"].commit_lsn == net.nodes["a"].commit_lsn
+
+
+def test_membership_add_learner_promote_and_remove() -> None:
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    leader = net.nodes["a"]
+    leader.propose(b"before")
+    net.stabilize()
+    with_learner = Membership(0, frozenset("abc"), frozenset({"d"}))
+    net.add("d", Membership(2, frozenset("abc"), frozenset({"d"})))
+    leader.propose_membership(with_learner)
+    with pytest.raises(consensus.ConfigChangeError):  # one change at a time
+        leader.propose_membership(Membership(0, frozenset("abcd")))
+    net.tick(5)
+    assert net.payloads("d") == [b"before"]
+    assert leader.membership.learners == {"d"}
+    leader.propose_membership(Membership(0, frozenset("abcd")))
+    net.tick(5)
+    assert leader.membership.voters == {"a", "b", "c", "d"} and leader.membership.generation == 3
+    with pytest.raises(consensus.ConfigChangeError):  # two at once
+        leader.propose_membership(Membership(0, frozenset("ab")))
+    leader.propose_membership(Membership(0, frozenset("abd")))
+    net.tick(5)
+    assert net.nodes["d"].membership.voters == {"a", "b", "d"}
+    end = leader.propose(b"after")
+    net.stabilize()
+    assert net.nodes["d"].commit_lsn == end
+
+
+def test_removed_leader_steps_down() -> None:
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.nodes["a"].propose_membership(Membership(0, frozenset("bc")))
+    net.tick(30)
+    assert net.nodes["a"].role is Role.FOLLOWER
+    assert net.leader() in ("b", "c")
