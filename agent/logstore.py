@@ -34,6 +34,9 @@ class WalLogStorage:
     def term_at(self, lsn: int) -> int | None:
         return self.store.term_at(lsn)
 
+    def term_history(self) -> tuple[tuple[int, int], ...]:
+        return self.store.term_history
+
     def entries(self, from_lsn: int, max_bytes: int) -> list[consensus.Entry]:
         return [entry_of(r) for r in self.store.read(from_lsn, max_bytes=max_bytes)]
 

@@ -126,6 +126,7 @@ class TimelineNode:
         self.term = control.term
         self.leader: str | None = None
         self._role_changed = trio.Event()
+        self.disk_full_errors = 0
 
     # ---- inputs from other tasks -------------------------------------------------------
 
@@ -164,10 +165,21 @@ class TimelineNode:
 
     async def _syncer(self) -> None:
         # Group commit: one fsync covers everything appended while the previous one ran.
+        backoff = 0.05
         while True:
             await self._dirty.wait()
             self._dirty = trio.Event()
-            lsn = await self.store.sync()
+            try:
+                lsn = await self.store.sync()
+            except walstore.DiskFullError as exc:
+                # Nothing is lost: the records stay pending and are retried; no acks meanwhile.
+                self.disk_full_errors += 1
+                log.error("%s: %s; retrying in %.1fs", self.node_id, exc, backoff)
+                self._dirty.set()
+                await trio.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+                continue
+            backoff = 0.05
             self._inbox_send.send_nowait(_Flushed(lsn))
 
     async def _main_loop(self) -> None:
@@ -180,7 +192,7 @@ class TimelineNode:
                 except trio.WouldBlock:
                     break
                 self._apply(item)
-            self._handle_ready()
+            await self._handle_ready()
 
     def _apply(self, item: object) -> None:
         core = self.core
@@ -189,7 +201,8 @@ class TimelineNode:
         elif isinstance(item, _Tick):
             core.tick()
         elif isinstance(item, _Flushed):
-            core.flushed(item.lsn)
+            # The store's own flush LSN, not the item's: a truncation since may have cut it.
+            core.flushed(self.store.flush_lsn)
         elif isinstance(item, _Propose):
             try:
                 end = core.propose(item.payload, gtid=item.gtid, continued=item.continued)
@@ -203,7 +216,7 @@ class TimelineNode:
         elif isinstance(item, _Transfer):
             core.transfer_leadership(item.to)
 
-    def _handle_ready(self) -> None:
+    async def _handle_ready(self) -> None:
         core = self.core
         if not core.has_ready():
             self._note_role()
@@ -213,6 +226,9 @@ class TimelineNode:
         if rd.hard_state is not None or rd.membership is not None:
             self._persist_control(rd.hard_state, rd.membership)
         if rd.truncate_to is not None:
+            log.warning("%s: truncating a divergent uncommitted suffix at LSN %d (end was %d)",
+                        self.node_id, rd.truncate_to, self.store.end_lsn)
+            await self.store.wait_idle()  # the files must be at rest to cut them
             self.store.truncate(rd.truncate_to)
         if rd.entries:
             for entry in rd.entries:

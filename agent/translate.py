@@ -72,11 +72,11 @@ def to_envelope(msg: Any) -> pb.Envelope:
         value = getattr(msg, name)
         if name == "entries":
             body.records.extend(record_of(e) for e in value)
+        elif name == "term_history":
+            body.term_history.extend(pb.TermStart(term=t.term, start_lsn=t.start_lsn) for t in value)
         elif value is not None:
             setattr(body, name, value)
-    if not _FIELDS[type(msg)]:
-        body.SetInParent()
-    body.SetInParent()
+    body.SetInParent()  # an all-default message must still select its oneof
     return envelope
 
 
@@ -90,6 +90,8 @@ def from_envelope(envelope: pb.Envelope) -> Any:
     for name in _FIELDS[cls]:
         if name == "entries":
             kwargs[name] = tuple(entry_of(r) for r in body.records)
+        elif name == "term_history":
+            kwargs[name] = tuple(consensus.TermStart(t.term, t.start_lsn) for t in body.term_history)
         else:
             kwargs[name] = getattr(body, name)
     return cls(**kwargs)

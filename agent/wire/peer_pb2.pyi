@@ -100,8 +100,16 @@ class AppendRequest(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[Record]
     def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[str] = ..., prev_lsn: _Optional[int] = ..., prev_term: _Optional[int] = ..., commit_lsn: _Optional[int] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
+class TermStart(_message.Message):
+    __slots__ = ("term", "start_lsn")
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    START_LSN_FIELD_NUMBER: _ClassVar[int]
+    term: int
+    start_lsn: int
+    def __init__(self, term: _Optional[int] = ..., start_lsn: _Optional[int] = ...) -> None: ...
+
 class AppendResponse(_message.Message):
-    __slots__ = ("term", "node_id", "success", "flush_lsn", "hint_lsn", "hint_term", "last_lsn")
+    __slots__ = ("term", "node_id", "success", "flush_lsn", "hint_lsn", "hint_term", "last_lsn", "term_history")
     TERM_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +117,7 @@ class AppendResponse(_message.Message):
     HINT_LSN_FIELD_NUMBER: _ClassVar[int]
     HINT_TERM_FIELD_NUMBER: _ClassVar[int]
     LAST_LSN_FIELD_NUMBER: _ClassVar[int]
+    TERM_HISTORY_FIELD_NUMBER: _ClassVar[int]
     term: int
     node_id: str
     success: bool
@@ -116,7 +125,8 @@ class AppendResponse(_message.Message):
     hint_lsn: int
     hint_term: int
     last_lsn: int
-    def __init__(self, term: _Optional[int] = ..., node_id: _Optional[str] = ..., success: _Optional[bool] = ..., flush_lsn: _Optional[int] = ..., hint_lsn: _Optional[int] = ..., hint_term: _Optional[int] = ..., last_lsn: _Optional[int] = ...) -> None: ...
+    term_history: _containers.RepeatedCompositeFieldContainer[TermStart]
+    def __init__(self, term: _Optional[int] = ..., node_id: _Optional[str] = ..., success: _Optional[bool] = ..., flush_lsn: _Optional[int] = ..., hint_lsn: _Optional[int] = ..., hint_term: _Optional[int] = ..., last_lsn: _Optional[int] = ..., term_history: _Optional[_Iterable[_Union[TermStart, _Mapping]]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("term", "leader_id", "commit_lsn")

@@ -1,0 +1,171 @@
+"""Three real `binkeeper run` processes on loopback under a steady synthetic append load.
+
+Faults are real: kill -9, a TCP proxy that cuts every link of one agent, a data directory
+emptied while the agent is down.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.support.cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+TICK_MS = 50
+ELECTION_TICKS = 10
+# The default election timeout is randomized in [1, 2) x election_ticks ticks.
+ELECTION_TIMEOUT_MAX = 2 * ELECTION_TICKS * TICK_MS / 1000
+LOAD = ["--synthetic-load", "100:200:2"]
+
+
+def commit_of(cluster: Cluster, node_id: str) -> int:
+    timeline = cluster.agents[node_id].timeline()
+    return -1 if timeline is None else int(timeline["commit_lsn"])
+
+
+async def start_cluster(tmp_path: Path, nursery: trio.Nursery) -> Cluster:
+    cluster = Cluster(tmp_path, 3, extra_args=LOAD)
+    for proxy in cluster.proxies.values():
+        await nursery.start(proxy.serve)
+    cluster.start()
+    await wait_until(cluster.leader, 15, "a leader", cluster.logs)
+    return cluster
+
+
+async def wait_commits_grow(cluster: Cluster, node_id: str, by: int, timeout: float) -> None:
+    start = commit_of(cluster, node_id)
+    await wait_until(
+        lambda: commit_of(cluster, node_id) >= start + by,
+        timeout,
+        f"{node_id}'s commit LSN to grow by {by} from {start}",
+        cluster.logs,
+    )
+
+
+def stop_load(cluster: Cluster) -> None:
+    for agent in cluster.agents.values():
+        if agent.alive:
+            request = urllib.request.Request(agent.url + "/v1/synthetic/stop", method="POST")
+            urllib.request.urlopen(request, timeout=5).close()
+
+
+async def converge(cluster: Cluster) -> int:
+    """Stop the load, wait until every agent holds the same durable, committed log."""
+    await trio.to_thread.run_sync(stop_load, cluster)
+
+    def settled() -> int | None:
+        timelines = [a.timeline() for a in cluster.agents.values()]
+        if any(t is None for t in timelines):
+            return None
+        points = {(t["commit_lsn"], t["flush_lsn"], t["last_lsn"]) for t in timelines}  # type: ignore[index]
+        if len(points) != 1:
+            return None
+        commit, flush, last = points.pop()
+        return commit if commit == flush == last and commit > 0 else None
+
+    lsn: int = await wait_until(settled, 20, "all agents to converge", cluster.logs)
+    return lsn
+
+
+def dump(data_dir: Path) -> list[str]:
+    [timeline_dir] = (data_dir / "timelines").iterdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "wal", "dump", "--payload-sha", str(timeline_dir)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return [line for line in out.splitlines() if line and line[0].isdigit()]
+
+
+def assert_identical_history(cluster: Cluster) -> None:
+    cluster.stop()
+    dumps = {name: dump(agent.data_dir) for name, agent in cluster.agents.items()}
+    first = next(iter(dumps.values()))
+    assert len(first) > 10
+    for name, lines in dumps.items():
+        assert lines == first, f"{name}'s history differs"
+
+
+async def test_follower_kill_leader_kill_and_rebuild(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(tmp_path, nursery)
+        try:
+            leader = cluster.leader()
+            assert leader is not None
+            await wait_commits_grow(cluster, leader, 5_000, 15)
+
+            # kill -9 a follower: commits continue on the remaining majority
+            follower = next(n for n in cluster.agents if n != leader)
+            cluster.agents[follower].kill()
+            await wait_commits_grow(cluster, leader, 5_000, 10)
+            cluster.agents[follower].start()
+
+            # kill -9 the leader: a new leader commits within 2 s of the election timeout
+            await wait_until(lambda: cluster.agents[follower].timeline(), 10, "restart")
+            cluster.agents[leader].kill()
+            survivors = [n for n in cluster.agents if n != leader]
+            before = max(commit_of(cluster, n) for n in survivors)
+            new_leader: str = await wait_until(
+                lambda: cluster.leader(survivors), ELECTION_TIMEOUT_MAX + 2, "a new leader",
+                cluster.logs,
+            )
+            await wait_until(
+                lambda: commit_of(cluster, new_leader) > before,
+                ELECTION_TIMEOUT_MAX + 2,
+                "the new leader to commit",
+                cluster.logs,
+            )
+            cluster.agents[leader].start()
+
+            # an agent whose data directory is emptied is rebuilt from its peers
+            victim = next(n for n in cluster.agents if n != new_leader)
+            cluster.agents[victim].stop()
+            shutil.rmtree(cluster.agents[victim].data_dir)
+            cluster.agents[victim].data_dir.mkdir()
+            cluster.agents[victim].start()
+            await wait_until(
+                lambda: (t := cluster.agents[victim].timeline()) is not None
+                and t["flush_lsn"] >= commit_of(cluster, new_leader) > 0,
+                20, f"{victim} to be rebuilt", cluster.logs,
+            )
+            await converge(cluster)
+            assert_identical_history(cluster)
+        finally:
+            cluster.stop()
+            nursery.cancel_scope.cancel()
+
+
+async def test_partitioned_leader_commits_nothing(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = await start_cluster(tmp_path, nursery)
+        try:
+            old = cluster.leader()
+            assert old is not None
+            await wait_commits_grow(cluster, old, 2_000, 15)
+            cluster.partition(old)
+            majority = [n for n in cluster.agents if n != old]
+            new: str = await wait_until(
+                lambda: cluster.leader(majority), ELECTION_TIMEOUT_MAX + 5, "a majority leader",
+                cluster.logs,
+            )
+            frozen = commit_of(cluster, old)
+            await wait_commits_grow(cluster, new, 5_000, 15)
+            # The old leader is cut off from every peer: it cannot have committed anything.
+            assert commit_of(cluster, old) == frozen
+            cluster.heal()
+            await wait_until(
+                lambda: commit_of(cluster, old) > frozen, 20, "the old leader to catch up",
+                cluster.logs,
+            )
+            await converge(cluster)
+            assert_identical_history(cluster)
+        finally:
+            cluster.stop()
+            nursery.cancel_scope.cancel()
