@@ -20,9 +20,8 @@ from typing import Any
 
 import trio
 
-from agent import translate
+from agent import translate, wire
 from agent.config import Address, Config
-from agent import wire
 from agent.wire import peer_pb2 as pb
 
 log = logging.getLogger("binkeeper.peers")
@@ -185,7 +184,9 @@ class PeerTransport:
             except (OSError, trio.BrokenResourceError, trio.TooSlowError):
                 pass
 
-    async def _pump_in(self, stream: trio.SocketStream, conn: wire.PeerConnection, peer_id: str) -> None:
+    async def _pump_in(
+        self, stream: trio.SocketStream, conn: wire.PeerConnection, peer_id: str
+    ) -> None:
         while True:
             data = await stream.receive_some(1 << 16)
             if not data:
@@ -195,7 +196,8 @@ class PeerTransport:
                 msg = translate.from_envelope(envelope)  # type: ignore[arg-type]
                 if translate.sender_of(msg) != peer_id:
                     raise wire.ProtocolError(
-                        f"message claims sender {translate.sender_of(msg)!r} on {peer_id}'s connection"
+                        f"message claims sender {translate.sender_of(msg)!r} "
+                        f"on {peer_id}'s connection"
                     )
                 self._deliver(msg)
 

@@ -108,7 +108,8 @@ class Agent:
                     {
                         "id": member_id,
                         "role": "voter" if member_id in core.voters else "learner",
-                        "flush_lsn": store.flush_lsn if member_id == self.config.node_id
+                        "flush_lsn": store.flush_lsn
+                        if member_id == self.config.node_id
                         else getattr(progress, "flush_lsn", None),
                         "match_lsn": getattr(progress, "match_lsn", None),
                     }

@@ -226,8 +226,12 @@ class TimelineNode:
         if rd.hard_state is not None or rd.membership is not None:
             self._persist_control(rd.hard_state, rd.membership)
         if rd.truncate_to is not None:
-            log.warning("%s: truncating a divergent uncommitted suffix at LSN %d (end was %d)",
-                        self.node_id, rd.truncate_to, self.store.end_lsn)
+            log.warning(
+                "%s: truncating a divergent uncommitted suffix at LSN %d (end was %d)",
+                self.node_id,
+                rd.truncate_to,
+                self.store.end_lsn,
+            )
             await self.store.wait_idle()  # the files must be at rest to cut them
             self.store.truncate(rd.truncate_to)
         if rd.entries:

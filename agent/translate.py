@@ -73,7 +73,9 @@ def to_envelope(msg: Any) -> pb.Envelope:
         if name == "entries":
             body.records.extend(record_of(e) for e in value)
         elif name == "term_history":
-            body.term_history.extend(pb.TermStart(term=t.term, start_lsn=t.start_lsn) for t in value)
+            body.term_history.extend(
+                pb.TermStart(term=t.term, start_lsn=t.start_lsn) for t in value
+            )
         elif value is not None:
             setattr(body, name, value)
     body.SetInParent()  # an all-default message must still select its oneof
@@ -85,13 +87,15 @@ def from_envelope(envelope: pb.Envelope) -> Any:
     cls = _CORE_CLASS.get(which or "")
     if cls is None:
         raise TranslationError(f"{which or 'an empty envelope'} is not a consensus message")
-    body = getattr(envelope, which)  # type: ignore[arg-type]
+    body = getattr(envelope, which)
     kwargs: dict[str, Any] = {}
     for name in _FIELDS[cls]:
         if name == "entries":
             kwargs[name] = tuple(entry_of(r) for r in body.records)
         elif name == "term_history":
-            kwargs[name] = tuple(consensus.TermStart(t.term, t.start_lsn) for t in body.term_history)
+            kwargs[name] = tuple(
+                consensus.TermStart(t.term, t.start_lsn) for t in body.term_history
+            )
         else:
             kwargs[name] = getattr(body, name)
     return cls(**kwargs)

@@ -120,8 +120,11 @@ class WalStore:
         names = sorted(
             p.name for p in self.path.iterdir() if parse_segment_name(p.name) is not None
         )
-        firsts = [parse_segment_name(n) for n in names]
-        segments = [Segment(self.path / n, f) for n, f in zip(names, firsts) if f is not None]
+        segments = [
+            Segment(self.path / name, first)
+            for name in names
+            if (first := parse_segment_name(name)) is not None
+        ]
         # The term history of records below the first segment (removed) comes from control.
         first_lsn = segments[0].first_lsn if segments else 0
         self._term_changes = [(t, s) for t, s in self.control.term_history if s < first_lsn]
@@ -413,7 +416,10 @@ class WalStore:
         return self._term_changes[index][0] if index >= 0 else None
 
     def read(self, from_lsn: int = 0, *, max_bytes: int | None = None) -> Iterator[Record]:
-        """Records from FROM_LSN (a boundary) on; MAX_BYTES bounds the payload total (≥ 1 record)."""
+        """Records from FROM_LSN (a boundary) on.
+
+        MAX_BYTES bounds the payload total, but at least one record is yielded.
+        """
         self._check_open()
         if from_lsn == self._end_lsn:
             return

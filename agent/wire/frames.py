@@ -54,7 +54,7 @@ class FrameEncoder:
         self.wire_bytes = 0
 
     def encode(self, envelope: pb.Envelope) -> bytes:
-        body = envelope.SerializeToString()
+        body: bytes = envelope.SerializeToString()
         flags = 0
         raw_size = len(body)
         if self._compressor is not None and should_compress(envelope):

@@ -19,14 +19,21 @@ from tests.support.cluster import Cluster
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "a.toml"
-    config.write_text('node_id = "a1"\ndata_dir = "/tmp/x"\nlisten_peer = "127.0.0.1:1"\n'
-                      "[mariadb]\nport = 70000\n")
+    config.write_text(
+        'node_id = "a1"\ndata_dir = "/tmp/x"\nlisten_peer = "127.0.0.1:1"\n'
+        "[mariadb]\nport = 70000\n"
+    )
     result = run_cli("run", "--config", str(config))
     assert result.returncode == 2
     assert "mariadb.port" in result.stderr
@@ -61,8 +68,12 @@ def handshake(port: int, hello: pb.Hello) -> pb.HelloReply:
 def test_handshake_refusals_are_explained(agent: Cluster) -> None:
     proc = agent.agents["a1"]
     config = load_config(proc.config_path)
-    good = dict(protocol_version=wire.PROTOCOL_VERSION, cluster_id="test",
-                timeline_id=config.timeline_id, node_id="a1")
+    good = dict(
+        protocol_version=wire.PROTOCOL_VERSION,
+        cluster_id="test",
+        timeline_id=config.timeline_id,
+        node_id="a1",
+    )
     cases = [
         ({"cluster_id": "other"}, "cluster id"),
         ({"node_id": "stranger"}, "not a member"),

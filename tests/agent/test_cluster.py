@@ -79,7 +79,9 @@ def dump(data_dir: Path) -> list[str]:
     [timeline_dir] = (data_dir / "timelines").iterdir()
     out = subprocess.run(
         [sys.executable, "-m", "agent", "wal", "dump", "--payload-sha", str(timeline_dir)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return [line for line in out.splitlines() if line and line[0].isdigit()]
 
@@ -113,7 +115,9 @@ async def test_follower_kill_leader_kill_and_rebuild(tmp_path: Path) -> None:
             survivors = [n for n in cluster.agents if n != leader]
             before = max(commit_of(cluster, n) for n in survivors)
             new_leader: str = await wait_until(
-                lambda: cluster.leader(survivors), ELECTION_TIMEOUT_MAX + 2, "a new leader",
+                lambda: cluster.leader(survivors),
+                ELECTION_TIMEOUT_MAX + 2,
+                "a new leader",
                 cluster.logs,
             )
             await wait_until(
@@ -131,9 +135,13 @@ async def test_follower_kill_leader_kill_and_rebuild(tmp_path: Path) -> None:
             cluster.agents[victim].data_dir.mkdir()
             cluster.agents[victim].start()
             await wait_until(
-                lambda: (t := cluster.agents[victim].timeline()) is not None
-                and t["flush_lsn"] >= commit_of(cluster, new_leader) > 0,
-                20, f"{victim} to be rebuilt", cluster.logs,
+                lambda: (
+                    (t := cluster.agents[victim].timeline()) is not None
+                    and t["flush_lsn"] >= commit_of(cluster, new_leader) > 0
+                ),
+                20,
+                f"{victim} to be rebuilt",
+                cluster.logs,
             )
             await converge(cluster)
             assert_identical_history(cluster)
@@ -152,7 +160,9 @@ async def test_partitioned_leader_commits_nothing(tmp_path: Path) -> None:
             cluster.partition(old)
             majority = [n for n in cluster.agents if n != old]
             new: str = await wait_until(
-                lambda: cluster.leader(majority), ELECTION_TIMEOUT_MAX + 5, "a majority leader",
+                lambda: cluster.leader(majority),
+                ELECTION_TIMEOUT_MAX + 5,
+                "a majority leader",
                 cluster.logs,
             )
             frozen = commit_of(cluster, old)
@@ -161,7 +171,9 @@ async def test_partitioned_leader_commits_nothing(tmp_path: Path) -> None:
             assert commit_of(cluster, old) == frozen
             cluster.heal()
             await wait_until(
-                lambda: commit_of(cluster, old) > frozen, 20, "the old leader to catch up",
+                lambda: commit_of(cluster, old) > frozen,
+                20,
+                "the old leader to catch up",
                 cluster.logs,
             )
             await converge(cluster)

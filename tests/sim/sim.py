@@ -169,7 +169,8 @@ class Simulation:
     def fail(self, kind: type[AssertionError], text: str) -> None:
         tail = "\n".join(self.trace[-40:])
         raise kind(
-            f"seed {self.seed}: {text}\n  rerun: .venv/bin/python -m tests.sim --seed {self.seed} -v"
+            f"seed {self.seed}: {text}\n"
+            f"  rerun: .venv/bin/python -m tests.sim --seed {self.seed} -v"
             f"\n  profile: {self.profile}\n  last events:\n{tail}"
         )
 

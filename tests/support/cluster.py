@@ -42,8 +42,15 @@ class AgentProcess:
         assert self.process is None or self.process.poll() is not None
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(self.config_path),
-             *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                "--config",
+                str(self.config_path),
+                *self.extra_args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -94,8 +101,15 @@ class AgentProcess:
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int = 3, *, extra_args: list[str] | None = None,
-                 consensus: dict[str, int] | None = None, use_proxies: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        *,
+        extra_args: list[str] | None = None,
+        consensus: dict[str, int] | None = None,
+        use_proxies: bool = True,
+    ) -> None:
         self.root = root
         ids = [f"a{i + 1}" for i in range(size)]
         self.agents: dict[str, AgentProcess] = {}
@@ -112,10 +126,16 @@ class Cluster:
                 extra_args=list(extra_args or []),
             )
         # proxies[(src, dst)] carries src's messages to dst
-        self.proxies: dict[tuple[str, str], FaultProxy] = {
-            (src, dst): FaultProxy(self.agents[dst].peer_port)
-            for src in ids for dst in ids if src != dst
-        } if use_proxies else {}
+        self.proxies: dict[tuple[str, str], FaultProxy] = (
+            {
+                (src, dst): FaultProxy(self.agents[dst].peer_port)
+                for src in ids
+                for dst in ids
+                if src != dst
+            }
+            if use_proxies
+            else {}
+        )
         for node_id, agent in self.agents.items():
             lines = [
                 f'node_id = "{node_id}"',
@@ -126,8 +146,11 @@ class Cluster:
             ]
             for other in ids:
                 if other != node_id:
-                    port = (self.proxies[(node_id, other)].listen_port if use_proxies
-                            else self.agents[other].peer_port)
+                    port = (
+                        self.proxies[(node_id, other)].listen_port
+                        if use_proxies
+                        else self.agents[other].peer_port
+                    )
                     lines += ["[[peers]]", f'id = "{other}"', f'addr = "127.0.0.1:{port}"']
             if consensus:
                 lines.append("[consensus]")
@@ -165,8 +188,12 @@ class Cluster:
         return "\n".join(f"--- {n} ---\n{a.log_tail()}" for n, a in self.agents.items())
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-                     on_fail: Callable[[], str] | None = None) -> Any:
+async def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    on_fail: Callable[[], str] | None = None,
+) -> Any:
     """Poll predicate() (run in a thread: it may do blocking HTTP) until it is truthy.
 
     Fails naming WHAT after TIMEOUT seconds. The event loop stays free meanwhile, so the

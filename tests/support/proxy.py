@@ -56,7 +56,9 @@ class FaultProxy:
                         self._conn_scopes.discard(scope)
 
     @staticmethod
-    async def _pump(src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope) -> None:
+    async def _pump(
+        src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
         try:
             while data := await src.receive_some(65536):
                 await dst.send_all(data)

@@ -69,7 +69,7 @@ def test_tail_record_bit_flips_are_repaired(tmp_path: Path) -> None:
     last = segments(base)[-1]
     data = last.read_bytes()
     with WalStore.open(base, segment_size=SEGMENT) as store:
-        tail = list(store.read(records[-2][0]))[0]
+        tail = next(iter(store.read(records[-2][0])))
     tail_size = HEADER_SIZE + (len(tail.gtid) if tail.gtid else 0) + len(tail.payload)
     start = len(data) - tail_size
     work = tmp_path / "work"
