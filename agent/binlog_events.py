@@ -68,7 +68,7 @@ class Event:
                 + struct.pack("<H", self.flags & ~LOG_EVENT_BINLOG_IN_USE_F)
                 + covered[19:]
             )
-        return zlib.crc32(covered) == stored
+        return bool(zlib.crc32(covered) == stored)
 
     @property
     def body(self) -> bytes:

@@ -218,7 +218,7 @@ class LocalMariaDB:
 
     # ---- use ----------------------------------------------------------------------------------
 
-    def connect(self, database: str | None = None, **kwargs: Any) -> pymysql.Connection:  # type: ignore[type-arg]
+    def connect(self, database: str | None = None, **kwargs: Any) -> pymysql.Connection:
         return pymysql.connect(
             host=self.host,
             port=self.port,

@@ -44,7 +44,7 @@ class History:
             getattr(self, outcome).add(txn_id)
 
 
-ConnFactory = Callable[[], pymysql.Connection]  # type: ignore[type-arg]
+ConnFactory = Callable[[], pymysql.Connection]
 
 
 class Workload:
