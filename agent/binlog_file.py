@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from agent.binlog_events import (
@@ -60,3 +60,42 @@ def read_transactions(paths: list[Path]) -> Iterator[Transaction]:
             transaction = grouper.feed(event)
             if transaction is not None:
                 yield transaction
+
+
+class BinlogFollower:
+    """Follow a live server's binlog files: each poll returns the transactions completed since.
+
+    Reads only whole events past the last offset, so a file still being written is fine.
+    """
+
+    def __init__(self, list_files: Callable[[], list[Path]]) -> None:
+        self._list_files = list_files
+        self._file_index = 0
+        self._offset = 4
+        self._grouper = TransactionGrouper()
+
+    def poll(self) -> list[Transaction]:
+        out: list[Transaction] = []
+        files = self._list_files()
+        while self._file_index < len(files):
+            path = files[self._file_index]
+            data = path.read_bytes()
+            offset = self._offset
+            while len(data) - offset >= HEADER_SIZE:
+                length = HEADER.unpack_from(data, offset)[3]
+                if length < HEADER_SIZE:
+                    raise BinlogFileError(path, offset, f"implausible event length {length}")
+                if offset + length > len(data):
+                    break  # the rest is still being written
+                event = Event.parse(data[offset : offset + length])
+                transaction = self._grouper.feed(event)
+                if transaction is not None:
+                    out.append(transaction)
+                offset += length
+            self._offset = offset
+            if self._file_index + 1 < len(files) and offset == len(data):
+                self._file_index += 1  # a newer file exists, so this one is complete
+                self._offset = 4
+                continue
+            break
+        return out

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the end-to-end demo on this machine")
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    demo.add_argument("--transactions", type=int, default=None, help="how many to write")
     demo.set_defaults(handler=_lazy("agent.demo:main"))
     return parser
 

@@ -64,17 +64,12 @@ class Workload:
             with conn.cursor() as cursor:
                 for statement in SCHEMA:
                     cursor.execute(statement)
-                rows = [
-                    (
-                        i,
-                        f"customer-{i}",
-                        100,
-                    )
-                    for i in range(self.accounts)
-                ]
+                rows = [(i, f"customer-{i}", 100) for i in range(self.accounts)]
+                cursor.execute("BEGIN")  # one transaction, not one per row
                 cursor.executemany(
                     "INSERT IGNORE INTO shop.accounts VALUES (%s, %s, %s, NOW(6))", rows
                 )
+                cursor.execute("COMMIT")
         finally:
             conn.close()
 
