@@ -16,7 +16,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import trio
@@ -226,4 +225,3 @@ def main(args: argparse.Namespace) -> int:
             say(f"(kept {root})")
         else:
             shutil.rmtree(root, ignore_errors=True)
-        time.sleep(0)
