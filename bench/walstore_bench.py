@@ -95,8 +95,18 @@ def main() -> None:
         frame = encode(Record(0, 1, RecordKind.DATA, payload))
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             directory = Path(tmp)
-            f_elapsed, f_batches = floor(directory, frame * batch, args.seconds)
-            w_elapsed, w_batches = walstore_blocking(directory, payload, batch, args.seconds)
+            # Alternate short rounds of floor and walstore, so drift in the disk's speed
+            # during the run weighs on both alike.
+            f_elapsed = w_elapsed = 0.0
+            f_batches = w_batches = 0
+            rounds = max(1, int(args.seconds))
+            for round_ in range(rounds):
+                elapsed, count = floor(directory, frame * batch, args.seconds / rounds)
+                f_elapsed, f_batches = f_elapsed + elapsed, f_batches + count
+                sub = directory / f"r{round_}"
+                sub.mkdir()
+                elapsed, count = walstore_blocking(sub, payload, batch, args.seconds / rounds)
+                w_elapsed, w_batches = w_elapsed + elapsed, w_batches + count
             c_elapsed, c_records = walstore_concurrent(directory, payload, batch, args.seconds)
         floor_mb = f_batches * batch * len(frame) / f_elapsed / 1e6
         for label, elapsed, count in (

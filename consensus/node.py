@@ -192,6 +192,11 @@ class Node:
         self._reported_commit = self.commit_lsn
         self._membership_changed = False
         self._broadcast_pending = False
+        # A node with no term and no log may be new — or may have lost its disk, and with it
+        # the votes it cast. It votes only for empty-log candidates (a brand-new cluster)
+        # until it holds history, so it cannot hand a second vote to a rival in a term it
+        # already voted in.
+        self._fresh = hard_state.term == 0 and self.log.last_lsn() == 0
         self._reset_election_timer()
 
     # ---- public inputs ------------------------------------------------------------------
@@ -466,6 +471,12 @@ class Node:
         return (last_term, last_lsn) >= (self.log.last_term(), self.log.last_lsn())
 
     def _on_vote_request(self, msg: VoteRequest) -> None:
+        if self._fresh and self.log.last_lsn() > 0:
+            self._fresh = False
+        if self._fresh and msg.last_lsn > 0:
+            self._send(msg.candidate_id,
+                       VoteResponse(self.term, self.id, False, pre_vote=msg.pre_vote))
+            return
         if msg.pre_vote:
             granted = (
                 msg.term > self.term

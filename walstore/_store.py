@@ -250,21 +250,34 @@ class WalStore:
             )
         if term < self._last_term:
             raise WalError(f"term {term} is below the log's last term {self._last_term}")
-        record = Record(self._end_lsn, term, RecordKind(kind), bytes(payload), gtid, continued)
+        lsn = self._end_lsn
+        end = lsn + len(payload)
+        if type(kind) is not RecordKind:
+            kind = RecordKind(kind)
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        record = Record(lsn, term, kind, payload, gtid, continued)
         frame = _record.encode(record)
+        size = len(frame)
         segment = self._segments[-1] if self._segments else None
-        if segment is None or (segment.size and segment.size + len(frame) > self.segment_size):
-            segment = Segment(self.path / segment_name(record.lsn), record.lsn)
+        if segment is None or (segment.size and segment.size + size > self.segment_size):
+            segment = Segment(self.path / segment_name(lsn), lsn)
             self._segments.append(segment)
-            self._firsts.append(record.lsn)
+            self._firsts.append(lsn)
         segment.offsets.append(segment.size)
-        segment.ends.append(record.end_lsn)
-        segment.size += len(frame)
+        segment.ends.append(end)
+        segment.size += size
         self._pending.append((segment, frame))
         self._mem.append(record)
-        self._index_record(record)
-        self._end_lsn = record.end_lsn
-        return record.end_lsn
+        # The index (inlined from _index_record: this is the per-record hot path).
+        if term != self._last_term or not self._term_changes:
+            self._term_changes.append((term, lsn))
+            self._last_term = term
+        if gtid is not None and not continued:
+            self._gtids[gtid] = end
+            self._last_gtids[_domain(gtid)] = gtid
+        self._end_lsn = end
+        return end
 
     def _take_batch(self) -> _Batch:
         writes: list[tuple[Segment, int, bytes]] = []

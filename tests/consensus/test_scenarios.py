@@ -233,3 +233,28 @@ def test_removed_leader_steps_down() -> None:
     net.tick(30)
     assert net.nodes["a"].role is Role.FOLLOWER
     assert net.leader() in ("b", "c")
+
+
+def test_a_node_with_a_lost_disk_does_not_vote_until_it_holds_history() -> None:
+    """A voter restarted on an empty disk forgot its votes: it must not grant them again."""
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.nodes["a"].propose(b"history")
+    net.stabilize()
+    # c's disk is replaced: new storage, no term, no vote
+    net.storages["c"] = MemStorage()
+    net.nodes["c"] = Node(Config("c"), net.storages["c"], HardState(), net.membership,
+                          random.Random(7), 0)
+    net.isolate("a")
+    net.nodes["b"].campaign()
+    net.stabilize()
+    net.tick(30)
+    assert net.nodes["b"].role is not Role.LEADER  # c refuses: it holds no history
+    net.heal()
+    net.tick(30)  # a (still leader, or re-elected) rebuilds c from its log
+    assert net.payloads("c") == [b"history"]
+    old = net.leader()
+    net.isolate(old)
+    net.tick(40)
+    # the two others elect one of themselves, which needs c's vote whenever c is not the one
+    assert any(net.nodes[i].role is Role.LEADER for i in "abc" if i != old)
