@@ -62,6 +62,7 @@ class Config:
     listen_mysql: Address | None = None
     listen_http: Address | None = None
     cluster_id: str = "binkeeper"
+    join: bool = False  # a new agent joining a running cluster: starts as a learner
     peers: tuple[Peer, ...] = ()
     mariadb: MariaDBConfig = field(default_factory=MariaDBConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
@@ -122,6 +123,7 @@ def parse_config(data: dict[str, Any]) -> Config:
     listen_mysql_text = _take(table, "listen_mysql", "", str, None)
     listen_http_text = _take(table, "listen_http", "", str, None)
     cluster_id = _take(table, "cluster_id", "", str, "binkeeper")
+    join = _take(table, "join", "", bool, False)
     if not cluster_id:
         raise ConfigError("cluster_id: must not be empty")
 
@@ -183,6 +185,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         listen_mysql=_address(listen_mysql_text, "listen_mysql") if listen_mysql_text else None,
         listen_http=_address(listen_http_text, "listen_http") if listen_http_text else None,
         cluster_id=cluster_id,
+        join=join,
         peers=tuple(peers),
         mariadb=mariadb,
         consensus=consensus,

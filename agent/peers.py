@@ -38,6 +38,7 @@ class PeerLink:
     addr: Address
     send_channel: trio.MemorySendChannel[Any]
     receive_channel: trio.MemoryReceiveChannel[Any]
+    scope: trio.CancelScope | None = None
     connected: bool = False
     dropped: int = 0
     sent: int = 0
@@ -54,6 +55,7 @@ class PeerTransport:
             self.links[peer.id] = PeerLink(peer.id, peer.addr, send, receive)
         self.known_nodes = frozenset(config.member_ids)
         self.refused_inbound = 0
+        self._nursery: trio.Nursery | None = None
 
     def hello(self) -> pb.Hello:
         return pb.Hello(
@@ -77,6 +79,7 @@ class PeerTransport:
         listen = self.config.listen_peer
         listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for link in self.links.values():
                 nursery.start_soon(self._dial_loop, link)
             await nursery.start(trio.serve_listeners, self._serve_inbound, listeners)
@@ -84,7 +87,33 @@ class PeerTransport:
 
     # ---- outbound -------------------------------------------------------------------------
 
+    def update_members(self, members: frozenset[str], addresses: dict[str, str]) -> None:
+        """Follow a membership change: dial new members, drop removed ones."""
+        self.known_nodes = frozenset(members | {p.id for p in self.config.peers})
+        for member in sorted(members - {self.config.node_id} - set(self.links)):
+            text = addresses.get(member)
+            if text is None:
+                log.warning("member %s has no known address; cannot reach it", member)
+                continue
+            host, _, port = text.rpartition(":")
+            send, receive = trio.open_memory_channel[Any](QUEUE_MESSAGES)
+            link = PeerLink(member, Address(host, int(port)), send, receive)
+            self.links[member] = link
+            if self._nursery is not None:
+                self._nursery.start_soon(self._dial_loop, link)
+            log.info("dialing new member %s at %s", member, text)
+        for member in sorted(set(self.links) - members):
+            link = self.links.pop(member)
+            if link.scope is not None:
+                link.scope.cancel()
+            log.info("dropped link to removed member %s", member)
+
     async def _dial_loop(self, link: PeerLink) -> None:
+        with trio.CancelScope() as scope:
+            link.scope = scope
+            await self._dial_forever(link)
+
+    async def _dial_forever(self, link: PeerLink) -> None:
         backoff = BACKOFF_FIRST
         while True:
             try:

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 import consensus
 import walstore
+from agent.admin import admin_routes
 from agent.config import Config, ConfigError, load_config
 from agent.http_api import make_app, serve_http
 from agent.peers import PeerTransport
@@ -22,6 +23,20 @@ from agent.synthetic import LoadSpec, LoadStats, run_load
 from agent.timeline import TimelineNode
 
 log = logging.getLogger("binkeeper.agent")
+
+
+def initial_membership(config: Config) -> walstore.Membership:
+    """The membership a brand-new data directory starts from: the configured peers.
+
+    A joining agent (`join = true`) starts as a learner of the configured voters; it
+    never campaigns until a committed change promotes it.
+    """
+    addresses = {p.id: str(p.addr) for p in config.peers}
+    addresses[config.node_id] = str(config.listen_peer)
+    peers = tuple(sorted(p.id for p in config.peers))
+    voters: tuple[str, ...] = peers if config.join else config.member_ids
+    learners: tuple[str, ...] = (config.node_id,) if config.join else ()
+    return walstore.Membership(1, voters, learners, tuple(sorted(addresses.items())))
 
 
 class Agent:
@@ -46,7 +61,8 @@ class Agent:
             self.transport = PeerTransport(config, self._deliver)
             self.node = TimelineNode(
                 node_id=config.node_id,
-                members=config.member_ids,
+                initial_membership=initial_membership(config),
+                on_membership=self._membership_changed,
                 store=self.store,
                 send=self.transport.send,
                 tick_seconds=cons.tick_ms / 1000,
@@ -62,7 +78,7 @@ class Agent:
                 await nursery.start(self.node.run)
                 await nursery.start(self.transport.run)
                 if config.listen_http is not None:
-                    app = make_app(self.status, self._debug_routes())
+                    app = make_app(self.status, admin_routes(self) + self._debug_routes())
                     await nursery.start(serve_http, app, config.listen_http)
                 if self.synthetic is not None:
                     nursery.start_soon(self._run_synthetic, self.synthetic)
@@ -92,6 +108,10 @@ class Agent:
 
         return [Route("/v1/synthetic/stop", stop_synthetic, methods=["POST"])]
 
+    def _membership_changed(self, membership: consensus.Membership) -> None:
+        if self.transport is not None:
+            self.transport.update_members(membership.members, dict(membership.addresses))
+
     def _deliver(self, msg: Any) -> None:
         assert self.node is not None
         self.node.deliver(msg)
@@ -101,6 +121,7 @@ class Agent:
         timelines = []
         if node is not None and store is not None:
             core = node.core.status()
+            membership = node.core.membership
             members = []
             for member_id in sorted(core.voters | core.learners):
                 progress = core.progress.get(member_id)
@@ -126,6 +147,7 @@ class Agent:
                     "last_lsn": store.end_lsn,
                     "committed_gtid": None,
                     "members": members,
+                    "membership_generation": membership.generation,
                     "primary": None,
                     "peers": self.transport.status() if self.transport else {},
                     "synthetic": self.synthetic_stats.summary() if self.synthetic else None,

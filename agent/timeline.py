@@ -72,8 +72,29 @@ class _Message:
 
 
 @dataclass(frozen=True)
-class _Transfer:
-    to: str
+class _Admin:
+    """Run ACTION on the core in the node loop; an int result is an LSN to await commit of."""
+
+    action: Callable[[consensus.Node], int | None]
+    reply: _Waiter
+
+
+def core_membership(stored: walstore.Membership) -> consensus.Membership:
+    return consensus.Membership(
+        generation=stored.generation,
+        voters=frozenset(stored.voters),
+        learners=frozenset(stored.learners),
+        addresses=tuple(sorted(stored.addresses)),
+    )
+
+
+def stored_membership(membership: consensus.Membership) -> walstore.Membership:
+    return walstore.Membership(
+        generation=membership.generation,
+        voters=tuple(sorted(membership.voters)),
+        learners=tuple(sorted(membership.learners)),
+        addresses=tuple(sorted(membership.addresses)),
+    )
 
 
 Send = Callable[[str, Any], None]
@@ -84,12 +105,13 @@ class TimelineNode:
         self,
         *,
         node_id: str,
-        members: tuple[str, ...],
+        initial_membership: walstore.Membership,
         store: walstore.WalStore,
         send: Send,
         tick_seconds: float,
         core_config: consensus.Config,
         rng: random.Random | None = None,
+        on_membership: Callable[[consensus.Membership], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -97,20 +119,15 @@ class TimelineNode:
         self._tick_seconds = tick_seconds
         self.storage = WalLogStorage(store)
         control = store.control
-        membership = control.membership
-        if not membership.voters:
-            membership = walstore.Membership(generation=1, voters=members, learners=())
+        self._on_membership = on_membership
+        membership = control.membership if control.membership.voters else initial_membership
         self.core = consensus.Node(
             core_config,
             self.storage,
             consensus.HardState(
                 term=control.term, vote=control.vote, commit_lsn=control.commit_lsn
             ),
-            consensus.Membership(
-                generation=membership.generation,
-                voters=frozenset(membership.voters),
-                learners=frozenset(membership.learners),
-            ),
+            core_membership(membership),
             rng or random.Random(),
             store.flush_lsn,
         )
@@ -144,8 +161,27 @@ class TimelineNode:
             raise waiter.error
         return waiter.end_lsn
 
-    def transfer_leadership(self, to: str) -> None:
-        self._inbox_send.send_nowait(_Transfer(to))
+    async def admin(self, action: Callable[[consensus.Node], int | None]) -> int:
+        """Run an admin ACTION on the core; if it returns an LSN, wait until it commits."""
+        waiter = _Waiter(end_lsn=-1)
+        self._inbox_send.send_nowait(_Admin(action, waiter))
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.end_lsn
+
+    async def change_membership(
+        self, build: Callable[[consensus.Membership], consensus.Membership]
+    ) -> consensus.Membership:
+        """Propose BUILD(current membership); returns it once the change is committed."""
+        await self.admin(lambda core: core.propose_membership(build(core.membership)))
+        return self.core.membership
+
+    async def transfer_leadership(self, to: str) -> None:
+        def start(core: consensus.Node) -> None:
+            core.transfer_leadership(to)
+
+        await self.admin(start)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -213,8 +249,19 @@ class TimelineNode:
             item.reply.end_lsn = end
             self._waiter_seq += 1
             bisect.insort(self._waiters, (end, self._waiter_seq, item.reply))
-        elif isinstance(item, _Transfer):
-            core.transfer_leadership(item.to)
+        elif isinstance(item, _Admin):
+            try:
+                result = item.action(core)
+            except (consensus.NotLeader, consensus.ConfigChangeError, ValueError) as exc:
+                item.reply.error = exc
+                item.reply.done.set()
+                return
+            if isinstance(result, int):  # an LSN to wait for: released once committed
+                item.reply.end_lsn = result
+                self._waiter_seq += 1
+                bisect.insort(self._waiters, (result, self._waiter_seq, item.reply))
+            else:
+                item.reply.done.set()
 
     async def _handle_ready(self) -> None:
         core = self.core
@@ -225,6 +272,8 @@ class TimelineNode:
         rd = core.ready()
         if rd.hard_state is not None or rd.membership is not None:
             self._persist_control(rd.hard_state, rd.membership)
+        if rd.membership is not None and self._on_membership is not None:
+            self._on_membership(rd.membership)  # links to new members exist before sending
         if rd.truncate_to is not None:
             log.warning(
                 "%s: truncating a divergent uncommitted suffix at LSN %d (end was %d)",
@@ -274,11 +323,7 @@ class TimelineNode:
         ):
             changes.update(term=hard_state.term, vote=hard_state.vote)
         if membership is not None:
-            changes["membership"] = walstore.Membership(
-                generation=membership.generation,
-                voters=tuple(sorted(membership.voters)),
-                learners=tuple(sorted(membership.learners)),
-            )
+            changes["membership"] = stored_membership(membership)
         if changes:
             self._write_control(changes)
 

@@ -72,6 +72,9 @@ class Membership:
     generation: int
     voters: frozenset[str]
     learners: frozenset[str] = frozenset()
+    # Where members listen, as opaque strings: carried so every agent learns a new member's
+    # address from the log itself. The core never interprets them.
+    addresses: tuple[tuple[str, str], ...] = ()
 
     @property
     def members(self) -> frozenset[str]:
@@ -83,13 +86,19 @@ class Membership:
                 "generation": self.generation,
                 "voters": sorted(self.voters),
                 "learners": sorted(self.learners),
+                "addresses": dict(self.addresses),
             }
         ).encode()
 
     @classmethod
     def decode(cls, payload: bytes) -> Membership:
         raw = json.loads(payload)
-        return cls(int(raw["generation"]), frozenset(raw["voters"]), frozenset(raw["learners"]))
+        return cls(
+            int(raw["generation"]),
+            frozenset(raw["voters"]),
+            frozenset(raw["learners"]),
+            tuple(sorted(raw.get("addresses", {}).items())),
+        )
 
 
 @dataclass
@@ -252,9 +261,16 @@ class Node:
             raise ConfigChangeError("a membership needs at least one voter")
         for member in membership.voters - old.voters:
             progress = self.progress.get(member)
-            if member != self.id and (progress is None or progress.match_lsn < self.commit_lsn):
+            # Caught up: streaming, and no further behind than one in-flight window.
+            if member != self.id and (
+                progress is None
+                or progress.state is not ProgressState.REPLICATE
+                or self.log.last_lsn() - progress.match_lsn > self.config.max_inflight_bytes
+            ):
                 raise ConfigChangeError(f"{member} has not caught up yet; promote it later")
-        new = Membership(old.generation + 1, membership.voters, membership.learners)
+        new = Membership(
+            old.generation + 1, membership.voters, membership.learners, membership.addresses
+        )
         return self.propose(new.encode(), kind=RecordKind.CONFIG)
 
     def transfer_leadership(self, to: str) -> None:

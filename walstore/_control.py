@@ -29,6 +29,7 @@ class Membership:
     generation: int = 0
     voters: tuple[str, ...] = ()
     learners: tuple[str, ...] = ()
+    addresses: tuple[tuple[str, str], ...] = ()  # (member, where it listens)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def encode_control(control: Control) -> bytes:
                 "generation": control.membership.generation,
                 "voters": list(control.membership.voters),
                 "learners": list(control.membership.learners),
+                "addresses": dict(control.membership.addresses),
             },
         },
         sort_keys=True,
@@ -84,6 +86,7 @@ def decode_control(data: bytes, path: Path) -> Control:
                 generation=int(membership["generation"]),
                 voters=tuple(membership["voters"]),
                 learners=tuple(membership["learners"]),
+                addresses=tuple(sorted(membership.get("addresses", {}).items())),
             ),
         )
     except (ValueError, KeyError, TypeError) as exc:

@@ -157,6 +157,26 @@ class Cluster:
                 lines += [f"{key} = {value}" for key, value in consensus.items()]
             agent.config_path.write_text("\n".join(lines) + "\n")
 
+    def add_joining_agent(self, node_id: str, extra_args: list[str] | None = None) -> AgentProcess:
+        """A new agent with `join = true` that knows the others' direct addresses."""
+        data_dir = self.root / node_id
+        data_dir.mkdir(parents=True, exist_ok=True)
+        agent = AgentProcess(
+            node_id=node_id, config_path=self.root / f"{node_id}.toml", data_dir=data_dir,
+            peer_port=free_port(), http_port=free_port(), log_path=self.root / f"{node_id}.log",
+            extra_args=list(extra_args or []),
+        )
+        lines = [
+            f'node_id = "{node_id}"', f'data_dir = "{data_dir}"',
+            f'listen_peer = "127.0.0.1:{agent.peer_port}"',
+            f'listen_http = "127.0.0.1:{agent.http_port}"', 'cluster_id = "test"', "join = true",
+        ]
+        for other, existing in self.agents.items():
+            lines += ["[[peers]]", f'id = "{other}"', f'addr = "127.0.0.1:{existing.peer_port}"']
+        agent.config_path.write_text("\n".join(lines) + "\n")
+        self.agents[node_id] = agent
+        return agent
+
     def start(self) -> None:
         for agent in self.agents.values():
             agent.start()
