@@ -43,6 +43,8 @@ class MariaDBConfig:
     user: str = "root"
     password: str = ""
     timeline: str = "main"
+    server_id: int = 0  # this agent's replica server id on the primary; 0: derived from node_id
+    enabled: bool = False  # a [mariadb] table was given: the leader tails this primary
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,11 @@ def parse_config(data: dict[str, Any]) -> Config:
             user=_take(db, "user", "mariadb.", str, defaults.user),
             password=_take(db, "password", "mariadb.", str, defaults.password),
             timeline=_take(db, "timeline", "mariadb.", str, defaults.timeline),
+            server_id=_take(db, "server_id", "mariadb.", int, 0),
+            enabled=True,
         )
+        if not 0 <= mariadb.server_id < 2**32:
+            raise ConfigError(f"mariadb.server_id: {mariadb.server_id} is out of range")
         if not 1 <= mariadb.port <= 65535:
             raise ConfigError(f"mariadb.port: {mariadb.port} is out of range 1-65535")
         if not _TIMELINE_NAME.match(mariadb.timeline):

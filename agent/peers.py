@@ -128,14 +128,18 @@ class PeerTransport:
                         link.connected = True
                         log.info("connected to %s at %s", link.peer_id, link.addr)
                         await self._pump_out(stream, link)
-                    except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-                        link.last_error = f"{type(exc).__name__}: {exc}"
-                    except wire.ProtocolError as exc:
-                        link.last_error = f"protocol error: {exc}"
-                        log.warning("peer %s broke the protocol: %s", link.peer_id, exc)
-                    except PeerRefused as exc:
-                        link.last_error = str(exc)
-                        log.error("peer %s refused us: %s", link.peer_id, exc)
+                    # _pump_out runs a nursery, so its failures arrive as exception groups.
+                    except* (OSError, trio.BrokenResourceError, trio.TooSlowError,
+                             trio.ClosedResourceError) as group:
+                        error = group.exceptions[0]
+                        link.last_error = f"{type(error).__name__}: {error}"
+                    except* wire.ProtocolError as group:
+                        link.last_error = f"protocol error: {group.exceptions[0]}"
+                        log.warning("peer %s broke the protocol: %s", link.peer_id,
+                                    group.exceptions[0])
+                    except* PeerRefused as group:
+                        link.last_error = str(group.exceptions[0])
+                        log.error("peer %s refused us: %s", link.peer_id, link.last_error)
                     finally:
                         if link.connected:
                             log.info("lost %s: %s", link.peer_id, link.last_error)

@@ -19,6 +19,7 @@ from agent.admin import admin_routes
 from agent.config import Config, ConfigError, load_config
 from agent.http_api import make_app, serve_http
 from agent.peers import PeerTransport
+from agent.source import MariaDBSource
 from agent.synthetic import LoadSpec, LoadStats, run_load
 from agent.timeline import TimelineNode
 
@@ -51,6 +52,7 @@ class Agent:
         self.store: walstore.WalStore | None = None
         self.node: TimelineNode | None = None
         self.transport: PeerTransport | None = None
+        self.source: MariaDBSource | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -82,6 +84,10 @@ class Agent:
                     await nursery.start(serve_http, app, config.listen_http)
                 if self.synthetic is not None:
                     nursery.start_soon(self._run_synthetic, self.synthetic)
+                if config.mariadb.enabled:
+                    self.source = MariaDBSource(config.mariadb, config.node_id, self.node,
+                                                self.store)
+                    nursery.start_soon(self.source.run)
                 log.info(
                     "agent %s up: peers on %s, http on %s, timeline %s",
                     config.node_id,
@@ -91,6 +97,8 @@ class Agent:
                 )
                 task_status.started()
         finally:
+            if self.node is not None:
+                self.node.persist_commit_now()
             self.store.close()
 
     async def _run_synthetic(self, spec: LoadSpec) -> None:
@@ -148,7 +156,7 @@ class Agent:
                     "committed_gtid": None,
                     "members": members,
                     "membership_generation": membership.generation,
-                    "primary": None,
+                    "primary": self.source.status.as_dict() if self.source else None,
                     "peers": self.transport.status() if self.transport else {},
                     "synthetic": self.synthetic_stats.summary() if self.synthetic else None,
                 }

@@ -154,12 +154,28 @@ class TimelineNode:
         self, payload: bytes, *, gtid: str | None = None, continued: bool = False
     ) -> int:
         """Append through the quorum; returns the end LSN once it is committed."""
+        return await self.wait(self.submit(payload, gtid=gtid, continued=continued))
+
+    def submit(
+        self, payload: bytes, *, gtid: str | None = None, continued: bool = False
+    ) -> _Waiter:
+        """Queue a proposal without waiting: submissions keep their order in the log."""
         waiter = _Waiter(end_lsn=-1)
         self._inbox_send.send_nowait(_Propose(payload, gtid, continued, waiter))
+        return waiter
+
+    @staticmethod
+    async def wait(waiter: _Waiter) -> int:
         await waiter.done.wait()
         if waiter.error is not None:
             raise waiter.error
         return waiter.end_lsn
+
+    async def wait_committed(self, lsn: int) -> None:
+        while self.commit_lsn < lsn:
+            if self.role != "leader":
+                raise CommitOutcomeUnknown("leadership lost while waiting for the commit")
+            await self.commit_changed.wait()
 
     async def admin(self, action: Callable[[consensus.Node], int | None]) -> int:
         """Run an admin ACTION on the core; if it returns an LSN, wait until it commits."""
@@ -191,6 +207,11 @@ class TimelineNode:
             nursery.start_soon(self._syncer)
             task_status.started()
             await self._main_loop()
+
+    def persist_commit_now(self) -> None:
+        """On shutdown: the control file gets the latest commit LSN (never beyond the disk)."""
+        if self.commit_lsn != self._persisted_commit:
+            self._write_control({})
 
     async def _ticker(self) -> None:
         next_at = trio.current_time()

@@ -109,6 +109,7 @@ class Cluster:
         extra_args: list[str] | None = None,
         consensus: dict[str, int] | None = None,
         use_proxies: bool = True,
+        mariadb_port: int | None = None,
     ) -> None:
         self.root = root
         ids = [f"a{i + 1}" for i in range(size)]
@@ -152,6 +153,9 @@ class Cluster:
                         else self.agents[other].peer_port
                     )
                     lines += ["[[peers]]", f'id = "{other}"', f'addr = "127.0.0.1:{port}"']
+            if mariadb_port is not None:
+                lines += ["[mariadb]", 'host = "127.0.0.1"', f"port = {mariadb_port}",
+                          'user = "root"', 'password = ""']
             if consensus:
                 lines.append("[consensus]")
                 lines += [f"{key} = {value}" for key, value in consensus.items()]

@@ -1,0 +1,145 @@
+"""A real semi-sync primary tailed by a 3-agent quorum: COMMIT returns only once a majority
+of agents holds the transaction, byte for byte as in the primary's binlog."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.binlog_file import read_transactions
+from agent.mariadb_local import LocalMariaDB
+from agent.workload import Workload
+from tests.support.cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.mariadb
+
+
+def enable_semi_sync(db: LocalMariaDB) -> None:
+    for statement in (
+        "SET GLOBAL rpl_semi_sync_master_wait_point = 'AFTER_SYNC'",
+        "SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON",
+        "SET GLOBAL rpl_semi_sync_master_timeout = 4294967295",
+        "SET GLOBAL rpl_semi_sync_master_enabled = ON",
+    ):
+        db.query(statement)
+
+
+@pytest.fixture
+def primary(tmp_path: Path) -> Iterator[LocalMariaDB]:
+    db = LocalMariaDB(tmp_path / "primary").start()
+    try:
+        Workload(lambda: db.connect(), seed=1, accounts=50).setup()  # schema before semi-sync
+        yield db
+    finally:
+        db.cleanup()
+
+
+def status(db: LocalMariaDB, name: str) -> int:
+    return int(db.query(f"SHOW GLOBAL STATUS LIKE '{name}'")[0][1])
+
+
+def stored_transactions(data_dir: Path) -> dict[str, bytes]:
+    """GTID -> whole transaction bytes from an agent's WAL (pieces joined)."""
+    [timeline] = (data_dir / "timelines").iterdir()
+    out = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, walstore, json\n"
+         "s = walstore.WalStore.open(sys.argv[1], create=False)\n"
+         "parts = []\n"
+         "for r in s.read(s.first_lsn):\n"
+         "    if r.kind != walstore.RecordKind.DATA or r.end_lsn > s.control.commit_lsn: continue\n"
+         "    parts.append(r.payload)\n"
+         "    if not r.continued:\n"
+         "        sys.stdout.write(r.gtid + ' ' + b''.join(parts).hex() + '\\n'); parts = []\n",
+         str(timeline)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    result: dict[str, bytes] = {}
+    for line in out.splitlines():
+        gtid, data = line.split()
+        assert gtid not in result, f"{gtid} stored twice"
+        result[gtid] = bytes.fromhex(data)
+    return result
+
+
+async def test_commits_wait_for_the_quorum(primary: LocalMariaDB, tmp_path: Path) -> None:
+    enable_semi_sync(primary)  # the agents refuse a primary that would not wait for them
+    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port)
+    cluster.start()
+    try:
+        leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
+        await wait_until(
+            lambda: (t := cluster.agents[leader].timeline()) and (t["primary"] or {}).get(
+                "connected"), 15, "the leader to tail the primary", cluster.logs)
+
+        # every commit is acknowledged through the quorum (none falls back to asynchronous)
+        workload = Workload(lambda: primary.connect(), seed=2, accounts=50)
+        writer = threading.Thread(target=workload.run, args=(200,), daemon=True)
+        writer.start()
+        await wait_until(lambda: not writer.is_alive(), 60, "200 commits", cluster.logs)
+        assert len(workload.history.acked) == 200
+        assert status(primary, "Rpl_semi_sync_master_no_tx") == 0
+        assert status(primary, "Rpl_semi_sync_master_yes_tx") >= 200
+
+        # with 2 of 3 agents down, a commit blocks instead of being acknowledged ...
+        followers = [n for n in cluster.agents if n != leader]
+        for name in followers:
+            cluster.agents[name].kill()
+        done = threading.Event()
+
+        def one_insert() -> None:
+            primary.query("INSERT INTO shop.ledger VALUES (424242, 9, NOW(6))")
+            done.set()
+
+        thread = threading.Thread(target=one_insert, daemon=True)
+        thread.start()
+        await wait_until(lambda: status(primary, "Rpl_semi_sync_master_wait_sessions") >= 1,
+                         10, "the primary to wait for the quorum")
+        assert not done.is_set()
+        # ... and resumes when an agent returns
+        cluster.agents[followers[0]].start()
+        await wait_until(done.is_set, 20, "the blocked commit to return", cluster.logs)
+        thread.join(5)
+        cluster.agents[followers[1]].start()
+
+        # byte for byte: the quorum holds exactly the primary's binlog transactions
+        expected = {t.gtid: t.raw for t in read_transactions(primary.binlog_files())}
+        last = primary.query("SELECT @@gtid_binlog_pos")[0][0]
+        def converged() -> bool:
+            points = {(t["commit_lsn"], t["flush_lsn"], t["last_lsn"]) if t else None
+                      for t in (a.timeline() for a in cluster.agents.values())}
+            return len(points) == 1 and None not in points
+
+        await wait_until(converged, 20, "all agents to hold the same committed log")
+        cluster.stop()
+        for name, agent in cluster.agents.items():
+            stored = stored_transactions(agent.data_dir)
+            assert last in stored, f"{name} lacks {last}"
+            tail = {g: raw for g, raw in expected.items() if g in stored}
+            differ = [g for g in tail if tail[g] != stored[g]]
+            assert not differ, (f"{name} differs from the binlog at {differ[:5]}: "
+                                f"{tail[differ[0]][:80].hex()} vs {stored[differ[0]][:80].hex()}")
+            # everything after the schema setup (which predates the agents) is stored
+            assert set(stored) >= {g for g in expected if int(g.split("-")[2]) > 4}
+    finally:
+        cluster.stop()
+
+
+async def test_unsafe_primary_settings_are_named(primary: LocalMariaDB, tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "agents", 1, use_proxies=False, mariadb_port=primary.port)
+    cluster.start()
+    try:
+        agent = cluster.agents["a1"]
+        error = await wait_until(
+            lambda: ((agent.timeline() or {}).get("primary") or {}).get("error"), 20,
+            "a settings error", cluster.logs)
+        assert "rpl_semi_sync_master_enabled" in error
+        assert "SET GLOBAL rpl_semi_sync_master_enabled=ON" in error
+        assert "rpl_semi_sync_master_timeout" in error
+    finally:
+        cluster.stop()
