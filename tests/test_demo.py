@@ -18,4 +18,4 @@ def test_demo_reaches_a_passing_verdict() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "killed agent" in result.stdout
     assert "VERDICT: PASS" in result.stdout
-    assert "missing: 0; duplicates: 0" in result.stdout
+    assert "acknowledged writes missing from them: 0" in result.stdout
