@@ -3,6 +3,7 @@ of agents holds the transaction, byte for byte as in the primary's binlog."""
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import threading
@@ -141,5 +142,46 @@ async def test_unsafe_primary_settings_are_named(primary: LocalMariaDB, tmp_path
         assert "rpl_semi_sync_master_enabled" in error
         assert "SET GLOBAL rpl_semi_sync_master_enabled=ON" in error
         assert "rpl_semi_sync_master_timeout" in error
+    finally:
+        cluster.stop()
+
+
+async def test_leader_killed_under_load_loses_no_acknowledged_commit(
+    primary: LocalMariaDB, tmp_path: Path
+) -> None:
+    """Jepsen set-full style: every id whose COMMIT returned is in the quorum, once."""
+    enable_semi_sync(primary)
+    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port)
+    cluster.start()
+    try:
+        leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
+        workload = Workload(lambda: primary.connect(), seed=5, accounts=50)
+        stop = threading.Event()
+        writer = threading.Thread(target=workload.run, args=(100_000,),
+                                  kwargs={"stop": stop}, daemon=True)
+        writer.start()
+        await wait_until(lambda: len(workload.history.acked) >= 150, 30, "commits")
+        cluster.agents[leader].kill()  # kill -9 the leader mid-stream
+        before = len(workload.history.acked)
+        await wait_until(lambda: len(workload.history.acked) >= before + 150, 30,
+                         "commits to resume under a new leader", cluster.logs)
+        stop.set()
+        await wait_until(lambda: not writer.is_alive(), 30, "the writer to stop")
+        cluster.agents[leader].start()
+
+        def converged() -> bool:
+            points = {(t["commit_lsn"], t["flush_lsn"], t["last_lsn"]) if t else None
+                      for t in (a.timeline() for a in cluster.agents.values())}
+            return len(points) == 1 and None not in points
+
+        await wait_until(converged, 30, "all agents to converge", cluster.logs)
+        cluster.stop()
+        histories = [stored_transactions(a.data_dir) for a in cluster.agents.values()]
+        assert histories[0] == histories[1] == histories[2]
+        stored = b"".join(histories[0].values())
+        missing = [i for i in workload.history.acked if struct.pack("<q", i) not in stored]
+        assert not missing, f"{len(missing)} acknowledged commits are not in the quorum"
+        seqs = sorted(int(g.split("-")[2]) for g in histories[0])
+        assert len(seqs) == len(set(seqs))  # nothing stored twice
     finally:
         cluster.stop()
