@@ -1,0 +1,76 @@
+"""DDL, multi-statement transactions, a 50 MB transaction and compressed binlog events all
+reach the quorum byte for byte as the primary wrote them."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.binlog_file import read_transactions
+from agent.mariadb_local import LocalMariaDB
+from tests.mariadb.test_semisync import enable_semi_sync, stored_transactions
+from tests.support.cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.mariadb
+
+
+def run_statements(db: LocalMariaDB, statements: list[str]) -> None:
+    conn = db.connect()
+    try:
+        with conn.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "log_bin_compress"])
+async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
+    primary = LocalMariaDB(tmp_path / "primary", log_bin_compress=compress,
+                           extra_args=["--max-allowed-packet=256M"]).start()
+    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port)
+    try:
+        enable_semi_sync(primary)
+        cluster.start()
+        leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
+        await wait_until(
+            lambda: ((cluster.agents[leader].timeline() or {}).get("primary") or {}).get(
+                "connected"), 15, "the leader to tail the primary", cluster.logs)
+        big = "x" * (50 << 20)
+        done = threading.Event()
+
+        def write() -> None:
+            run_statements(primary, [
+                "CREATE DATABASE rt",
+                "CREATE TABLE rt.t (id INT PRIMARY KEY, note VARCHAR(64), blob_ LONGBLOB,"
+                " KEY by_note (note))",
+                "BEGIN",
+                "INSERT INTO rt.t VALUES (1, 'one', NULL), (2, 'two', NULL)",
+                "UPDATE rt.t SET note = CONCAT(note, '!') WHERE id = 1",
+                "DELETE FROM rt.t WHERE id = 2",
+                "COMMIT",
+                f"INSERT INTO rt.t VALUES (3, 'big', '{big}')",
+                "ALTER TABLE rt.t ADD COLUMN extra INT DEFAULT 7",
+            ])
+            done.set()
+
+        threading.Thread(target=write, daemon=True).start()
+        await wait_until(done.is_set, 120, "the statements to commit", cluster.logs)
+        expected = {t.gtid: t.raw for t in read_transactions(primary.binlog_files())}
+        assert max(len(raw) for raw in expected.values()) > 50 << 20
+
+        def converged() -> bool:
+            points = {(t["commit_lsn"], t["flush_lsn"], t["last_lsn"]) if t else None
+                      for t in (a.timeline() for a in cluster.agents.values())}
+            return len(points) == 1 and None not in points
+
+        await wait_until(converged, 60, "all agents to converge", cluster.logs)
+        cluster.stop()
+        for name, agent in cluster.agents.items():
+            stored = stored_transactions(agent.data_dir)
+            assert stored == expected, f"{name}'s history differs from the primary's binlog"
+    finally:
+        cluster.stop()
+        primary.cleanup()
