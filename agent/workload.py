@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,17 @@ class Workload:
             )
         cursor.execute("COMMIT")
 
+    def _reconnect(self, stop: threading.Event | None) -> pymysql.Connection | None:
+        """A new connection once the server answers again (None if told to stop first)."""
+        delay = 0.05
+        while stop is None or not stop.is_set():
+            try:
+                return self.connect()
+            except pymysql.err.OperationalError:
+                time.sleep(delay)  # the server is restarting: retry with backoff
+                delay = min(1.0, delay * 2)
+        return None
+
     def run(
         self,
         transactions: int,
@@ -126,7 +138,10 @@ class Workload:
                         # The connection died mid-transaction: the commit may or may not stand.
                         self.history.record(txn_id, "unknown")
                         conn.close()
-                        conn = self.connect()
+                        reconnected = self._reconnect(stop)
+                        if reconnected is None:
+                            return self.history
+                        conn = reconnected
                         cursor = conn.cursor()
                         continue
                     except pymysql.err.MySQLError:
