@@ -65,6 +65,9 @@ class Config:
     listen_http: Address | None = None
     cluster_id: str = "binkeeper"
     join: bool = False  # a new agent joining a running cluster: starts as a learner
+    # The agent beside the MariaDB primary: leadership is handed to it when it is caught
+    # up, so the tail of the primary stays on the same machine. Any leader can still tail.
+    preferred_leader: str | None = None
     peers: tuple[Peer, ...] = ()
     mariadb: MariaDBConfig = field(default_factory=MariaDBConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
@@ -126,6 +129,7 @@ def parse_config(data: dict[str, Any]) -> Config:
     listen_http_text = _take(table, "listen_http", "", str, None)
     cluster_id = _take(table, "cluster_id", "", str, "binkeeper")
     join = _take(table, "join", "", bool, False)
+    preferred_leader = _take(table, "preferred_leader", "", str, None)
     if not cluster_id:
         raise ConfigError("cluster_id: must not be empty")
 
@@ -142,6 +146,8 @@ def parse_config(data: dict[str, Any]) -> Config:
         _no_leftovers(entry, where)
         peers.append(Peer(peer_id, addr))
     ids = [node_id, *(p.id for p in peers)]
+    if preferred_leader is not None and preferred_leader not in ids:
+        raise ConfigError(f"preferred_leader: {preferred_leader!r} is not this node or a peer")
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ConfigError(f"peers: duplicate node id(s) {', '.join(duplicates)}")
@@ -192,6 +198,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         listen_http=_address(listen_http_text, "listen_http") if listen_http_text else None,
         cluster_id=cluster_id,
         join=join,
+        preferred_leader=preferred_leader,
         peers=tuple(peers),
         mariadb=mariadb,
         consensus=consensus,

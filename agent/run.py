@@ -84,6 +84,8 @@ class Agent:
                     await nursery.start(serve_http, app, config.listen_http)
                 if self.synthetic is not None:
                     nursery.start_soon(self._run_synthetic, self.synthetic)
+                if config.preferred_leader and config.preferred_leader != config.node_id:
+                    nursery.start_soon(self._prefer_leader, config.preferred_leader)
                 if config.mariadb.enabled:
                     self.source = MariaDBSource(config.mariadb, config.node_id, self.node,
                                                 self.store)
@@ -115,6 +117,27 @@ class Agent:
             return JSONResponse({"stopped": True})
 
         return [Route("/v1/synthetic/stop", stop_synthetic, methods=["POST"])]
+
+    async def _prefer_leader(self, preferred: str) -> None:
+        """While leading, hand leadership to the agent beside the primary once it caught up."""
+        node = self.node
+        assert node is not None
+        while True:
+            await trio.sleep(1.0)
+            core = node.core
+            progress = core.progress.get(preferred)
+            if (
+                node.role == "leader"
+                and preferred in core.membership.voters
+                and progress is not None
+                and progress.state is consensus.ProgressState.REPLICATE
+                and core.log.last_lsn() - progress.match_lsn <= core.config.max_batch_bytes
+            ):
+                log.info("handing leadership to %s, the agent beside the primary", preferred)
+                try:
+                    await node.transfer_leadership(preferred)
+                except (consensus.NotLeader, ValueError):
+                    pass
 
     def _membership_changed(self, membership: consensus.Membership) -> None:
         if self.transport is not None:

@@ -181,3 +181,19 @@ async def test_partitioned_leader_commits_nothing(tmp_path: Path) -> None:
         finally:
             cluster.stop()
             nursery.cancel_scope.cancel()
+
+
+async def test_leadership_moves_to_the_preferred_agent(tmp_path: Path) -> None:
+    """The agent beside the primary (preferred_leader) ends up leading, and keeps committing."""
+    cluster = Cluster(tmp_path, 3, extra_args=LOAD, use_proxies=False, preferred_leader="a3")
+    cluster.start()
+    try:
+        await wait_until(lambda: cluster.leader() == "a3", 20, "a3 to lead", cluster.logs)
+        await wait_commits_grow(cluster, "a3", 2_000, 15)
+        cluster.agents["a3"].kill()  # without it, another agent leads ...
+        await wait_until(lambda: cluster.leader(["a1", "a2"]), ELECTION_TIMEOUT_MAX + 2,
+                         "a fallback leader", cluster.logs)
+        cluster.agents["a3"].start()  # ... until it is back and caught up
+        await wait_until(lambda: cluster.leader() == "a3", 20, "a3 to lead again", cluster.logs)
+    finally:
+        cluster.stop()

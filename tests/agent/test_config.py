@@ -63,6 +63,8 @@ def test_timeline_id_is_the_same_on_every_agent(tmp_path: Path) -> None:
         (lambda t: t.replace('node_id = "a1"\n', ""), "node_id"),
         (lambda t: t.replace('id = "a2"', 'id = "a2"\nweight = 3'), "peers[0].weight"),
         (lambda t: t.replace('node_id = "a1"', 'node_id = "a 1"'), "node_id"),
+        (lambda t: 'preferred_leader = "zz"\n' + t, "preferred_leader"),
+        (lambda t: "join = 1\n" + t, "join"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, edit, key: str) -> None:  # type: ignore[no-untyped-def]

@@ -110,6 +110,7 @@ class Cluster:
         consensus: dict[str, int] | None = None,
         use_proxies: bool = True,
         mariadb_port: int | None = None,
+        preferred_leader: str | None = None,
     ) -> None:
         self.root = root
         ids = [f"a{i + 1}" for i in range(size)]
@@ -145,6 +146,8 @@ class Cluster:
                 f'listen_http = "127.0.0.1:{agent.http_port}"',
                 'cluster_id = "test"',
             ]
+            if preferred_leader:
+                lines.append(f'preferred_leader = "{preferred_leader}"')
             for other in ids:
                 if other != node_id:
                     port = (
