@@ -11,6 +11,7 @@ BENCHMARKS = [
     "bench.proto_json_bench",
     "bench.binlog_compression_bench",
     "bench.quorum_bench",
+    "bench.semisync_bench",
 ]
 
 
