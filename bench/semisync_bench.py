@@ -107,8 +107,9 @@ def case_quorum(root: Path, clients: int, seconds: float) -> dict[str, Any]:
         cluster = Cluster(root / "agents", 3, use_proxies=False, mariadb_port=primary.port)
         cluster.start()
         try:
-            wait_for(lambda: (l := cluster.leader()) is not None and (
-                (cluster.agents[l].timeline() or {}).get("primary") or {}).get("connected"), 30)
+            wait_for(lambda: (leader := cluster.leader()) is not None and (
+                (cluster.agents[leader].timeline() or {}).get("primary") or {}
+            ).get("connected"), 30)
             Workload(lambda: primary.connect(), accounts=200).setup()
             pids = [a.process.pid for a in cluster.agents.values()]  # type: ignore[union-attr]
             cpu_before = sum(cpu_seconds(p) for p in pids)
@@ -136,7 +137,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="semisync-bench-", dir=REPO / "bench"))
+    (REPO / "bench" / "out").mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="semisync-", dir=REPO / "bench" / "out"))
     rows = []
     try:
         for clients in args.clients:
