@@ -149,6 +149,13 @@ class Progress:
         self.inflight.clear()
         self.inflight_bytes = 0
 
+    def probe_from(self, lsn: int) -> None:
+        """Back to one append at a time, starting at LSN, forgetting what was in flight."""
+        self.state = ProgressState.PROBE
+        self.paused = False
+        self.reset_inflight()
+        self.next_lsn = lsn
+
 
 @dataclass(frozen=True)
 class Status:
@@ -738,10 +745,7 @@ class Node:
         if msg.term > self.term:
             return  # handled in step(): we stepped down
         # Rejected: find where the follower's log matches ours, then probe there.
-        progress.state = ProgressState.PROBE
-        progress.paused = False
-        progress.reset_inflight()
-        progress.next_lsn = self._match_point(msg)
+        progress.probe_from(self._match_point(msg))
         self._send_append(msg.node_id, progress)
 
     def _match_point(self, msg: AppendResponse) -> int:
@@ -780,10 +784,7 @@ class Node:
         elif msg.flush_lsn < progress.match_lsn and progress.state is ProgressState.REPLICATE:
             # The follower restarted and no longer knows what of ours it holds: probe at
             # what it had, so it can match again (or say where it diverges).
-            progress.state = ProgressState.PROBE
-            progress.paused = False
-            progress.reset_inflight()
-            progress.next_lsn = progress.match_lsn
+            progress.probe_from(progress.match_lsn)
             progress.match_lsn = msg.flush_lsn
             self._send_append(msg.node_id, progress)
             return
@@ -793,10 +794,7 @@ class Node:
             progress.stalled_heartbeats += 1
             if progress.stalled_heartbeats >= 3:
                 progress.stalled_heartbeats = 0
-                progress.state = ProgressState.PROBE
-                progress.paused = False
-                progress.reset_inflight()
-                progress.next_lsn = progress.match_lsn
+                progress.probe_from(progress.match_lsn)
         if progress.state is ProgressState.REPLICATE and not progress.inflight:
             self._send_append(msg.node_id, progress)
 

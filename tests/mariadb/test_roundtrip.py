@@ -61,12 +61,7 @@ async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
         expected = {t.gtid: t.raw for t in read_transactions(primary.binlog_files())}
         assert max(len(raw) for raw in expected.values()) > 50 << 20
 
-        def converged() -> bool:
-            points = {(t["commit_lsn"], t["flush_lsn"], t["last_lsn"]) if t else None
-                      for t in (a.timeline() for a in cluster.agents.values())}
-            return len(points) == 1 and None not in points
-
-        await wait_until(converged, 60, "all agents to converge", cluster.logs)
+        await wait_until(cluster.converged, 60, "all agents to converge", cluster.logs)
         cluster.stop()
         for name, agent in cluster.agents.items():
             stored = stored_transactions(agent.data_dir)

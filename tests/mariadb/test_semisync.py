@@ -111,12 +111,7 @@ async def test_commits_wait_for_the_quorum(primary: LocalMariaDB, tmp_path: Path
         # byte for byte: the quorum holds exactly the primary's binlog transactions
         expected = {t.gtid: t.raw for t in read_transactions(primary.binlog_files())}
         last = primary.query("SELECT @@gtid_binlog_pos")[0][0]
-        def converged() -> bool:
-            points = {(t["commit_lsn"], t["flush_lsn"], t["last_lsn"]) if t else None
-                      for t in (a.timeline() for a in cluster.agents.values())}
-            return len(points) == 1 and None not in points
-
-        await wait_until(converged, 20, "all agents to hold the same committed log")
+        await wait_until(cluster.converged, 20, "all agents to hold the same committed log")
         cluster.stop()
         for name, agent in cluster.agents.items():
             stored = stored_transactions(agent.data_dir)
@@ -169,12 +164,7 @@ async def test_leader_killed_under_load_loses_no_acknowledged_commit(
         await wait_until(lambda: not writer.is_alive(), 30, "the writer to stop")
         cluster.agents[leader].start()
 
-        def converged() -> bool:
-            points = {(t["commit_lsn"], t["flush_lsn"], t["last_lsn"]) if t else None
-                      for t in (a.timeline() for a in cluster.agents.values())}
-            return len(points) == 1 and None not in points
-
-        await wait_until(converged, 30, "all agents to converge", cluster.logs)
+        await wait_until(cluster.converged, 30, "all agents to converge", cluster.logs)
         cluster.stop()
         histories = [stored_transactions(a.data_dir) for a in cluster.agents.values()]
         assert histories[0] == histories[1] == histories[2]
@@ -215,12 +205,7 @@ async def test_primary_killed_and_restarted(tmp_path: Path) -> None:
         stop.set()
         await wait_until(lambda: not writer.is_alive(), 30, "the writer to stop")
 
-        def converged() -> bool:
-            points = {(t["commit_lsn"], t["flush_lsn"], t["last_lsn"]) if t else None
-                      for t in (a.timeline() for a in cluster.agents.values())}
-            return len(points) == 1 and None not in points
-
-        await wait_until(converged, 30, "all agents to converge", cluster.logs)
+        await wait_until(cluster.converged, 30, "all agents to converge", cluster.logs)
         expected = {t.gtid: t.raw for t in read_transactions(primary.binlog_files())}
         cluster.stop()
         for agent in cluster.agents.values():

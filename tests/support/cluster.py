@@ -192,6 +192,14 @@ class Cluster:
         for agent in self.agents.values():
             agent.stop()
 
+    def converged(self) -> bool:
+        """Every agent reports the same (commit, flush, last) LSNs."""
+        points = {
+            (t["commit_lsn"], t["flush_lsn"], t["last_lsn"]) if t else None
+            for t in (a.timeline() for a in self.agents.values())
+        }
+        return len(points) == 1 and None not in points
+
     def partition(self, isolated: str) -> None:
         for (src, dst), proxy in self.proxies.items():
             if isolated in (src, dst):
