@@ -567,6 +567,7 @@ class Node:
                 return
         assert prev_term is not None
         end = prev_lsn
+        appended = False
         for entry in entries:
             existing = log.term_at(entry.end_lsn) if entry.end_lsn <= log.last_lsn() else None
             if existing == entry.term:
@@ -579,13 +580,18 @@ class Node:
                 self.flush_lsn = min(self.flush_lsn, end)
                 self._rollback_config(end)
             self._append_local(entry)
+            appended = True
             end = entry.end_lsn
-        self._ack_matched(end, msg.commit_lsn)
+        # New entries are acknowledged by flushed() once on disk; an ack now would say
+        # nothing new and double the acks under load.
+        self._ack_matched(end, msg.commit_lsn, send=not appended)
 
-    def _ack_matched(self, matched: int, leader_commit: int) -> None:
+    def _ack_matched(self, matched: int, leader_commit: int, *, send: bool = True) -> None:
         self.leader_match_lsn = max(self.leader_match_lsn, matched)
         self._advance_follower_commit(min(leader_commit, self.leader_match_lsn))
         assert self.leader is not None
+        if not send:
+            return
         # last_lsn: the end of our log known to match the leader's (never a divergent tail).
         self._send(
             self.leader,
