@@ -39,6 +39,7 @@ class PeerLink:
     send_channel: trio.MemorySendChannel[Any]
     receive_channel: trio.MemoryReceiveChannel[Any]
     scope: trio.CancelScope | None = None
+    conn: wire.PeerConnection | None = None  # the current connection's protocol state
     connected: bool = False
     dropped: int = 0
     sent: int = 0
@@ -157,10 +158,11 @@ class PeerTransport:
             raise wire.ProtocolError("expected HelloReply")
         if not reply.hello_reply.accepted:
             raise PeerRefused(f"{link.peer_id} refused the handshake: {reply.hello_reply.reason}")
-        link.conn = conn  # type: ignore[attr-defined]
+        link.conn = conn
 
     async def _pump_out(self, stream: trio.SocketStream, link: PeerLink) -> None:
-        conn: wire.PeerConnection = link.conn  # type: ignore[attr-defined]
+        conn = link.conn
+        assert conn is not None
         async with trio.open_nursery() as nursery:
             # The receiving side never talks after the handshake; reading detects a close.
             nursery.start_soon(_watch_close, stream, nursery.cancel_scope)
