@@ -156,14 +156,19 @@ class Agent:
             members = []
             for member_id in sorted(core.voters | core.learners):
                 progress = core.progress.get(member_id)
+                # Another member's flush LSN is known on the leader only: what it acked as
+                # durable (and matching the leader's log).
+                flush = (
+                    store.flush_lsn if member_id == self.config.node_id
+                    else progress.match_lsn if progress is not None else None
+                )
                 members.append(
                     {
                         "id": member_id,
                         "role": "voter" if member_id in core.voters else "learner",
-                        "flush_lsn": store.flush_lsn
-                        if member_id == self.config.node_id
-                        else getattr(progress, "flush_lsn", None),
-                        "match_lsn": getattr(progress, "match_lsn", None),
+                        "flush_lsn": flush,
+                        "match_lsn": progress.match_lsn if progress is not None else None,
+                        "next_lsn": progress.next_lsn if progress is not None else None,
                     }
                 )
             timelines.append(

@@ -105,3 +105,28 @@ def test_garbage_closes_only_that_connection(agent: Cluster) -> None:
 def test_status_of_an_unreachable_agent() -> None:
     result = run_cli("status", "--url", "http://127.0.0.1:9")
     assert result.returncode == 1 and "cannot reach" in result.stderr
+
+
+async def test_status_lists_every_member_with_its_flush_lsn(tmp_path: Path) -> None:
+    from tests.support.cluster import wait_until
+
+    cluster = Cluster(tmp_path, 3, extra_args=["--synthetic-load", "50:200:1"],
+                      use_proxies=False)
+    cluster.start()
+    try:
+        leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
+
+        def members_flushed() -> list[dict[str, object]] | None:
+            timeline = cluster.agents[leader].timeline()
+            members = (timeline or {}).get("members") or []
+            if len(members) == 3 and all(isinstance(m["flush_lsn"], int)
+                                         and m["flush_lsn"] > 0 for m in members):
+                return members
+            return None
+
+        members = await wait_until(members_flushed, 15, "flush LSNs of all members")
+        assert [m["id"] for m in members] == ["a1", "a2", "a3"]
+        result = run_cli("status", "--url", cluster.agents[leader].url)
+        assert result.returncode == 0 and "a2" in result.stdout and "voter" in result.stdout
+    finally:
+        cluster.stop()
