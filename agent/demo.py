@@ -25,6 +25,7 @@ from agent.binlog_file import read_transactions
 from agent.config import Address, Config, MariaDBConfig, Peer
 from agent.mariadb_local import LocalMariaDB, MariaDBError, free_port
 from agent.run import Agent
+from agent.transactions import whole_transactions
 from agent.workload import Workload
 
 TRANSACTIONS = 3000
@@ -160,18 +161,11 @@ class Demo:
         directory = agent.timeline_dir
         out: dict[str, bytes] = {}
         with walstore.WalStore.open(directory, create=False) as store:
-            parts: list[bytes] = []
-            for record in store.read(store.first_lsn):
-                if record.kind is not walstore.RecordKind.DATA:
-                    continue
-                if record.end_lsn > store.control.commit_lsn:
-                    break
-                parts.append(record.payload)
-                if not record.continued:
-                    if record.gtid in out:
-                        raise AssertionError(f"{node_id} holds {record.gtid} twice")
-                    out[record.gtid or ""] = b"".join(parts)
-                    parts = []
+            records = store.read(store.first_lsn)
+            for gtid, raw in whole_transactions(records, upto_lsn=store.control.commit_lsn):
+                if gtid in out:
+                    raise AssertionError(f"{node_id} holds {gtid} twice")
+                out[gtid] = raw
         return out
 
     def verdict(self, workload: Workload) -> int:

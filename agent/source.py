@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ class MariaDBSource:
         self.store = store
         self.server_id = config.server_id or derived_server_id(node_id)
         self.status = SourceStatus()
+        self._room = threading.Semaphore(QUEUE)
 
     async def run(self) -> None:
         backoff = 0.1
@@ -107,7 +109,10 @@ class MariaDBSource:
             self.status.connected = True
             self.status.sessions += 1
             self.status.error = None
-            send, receive = trio.open_memory_channel[_Item](QUEUE)
+            # Unbounded here; the reading thread bounds itself with self._room instead, so
+            # it never waits for the event loop to take each transaction.
+            send, receive = trio.open_memory_channel[_Item](math.inf)
+            self._room = threading.Semaphore(QUEUE)
             acks_send, acks_receive = trio.open_memory_channel[_Item](math.inf)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_leadership, nursery.cancel_scope)
@@ -115,6 +120,7 @@ class MariaDBSource:
                 nursery.start_soon(self._read_thread, stream, send)
                 async with receive, acks_send:
                     async for item in receive:
+                        self._room.release()
                         self._append(item)
                         acks_send.send_nowait(item)
         finally:
@@ -123,6 +129,18 @@ class MariaDBSource:
     async def _read_thread(self, stream: ReplicationStream,
                            send: trio.MemorySendChannel[_Item]) -> None:
         token = trio.lowlevel.current_trio_token()
+        room = self._room
+
+        def deliver(item: _Item) -> None:
+            # Runs on the event loop; an exception here would take the whole loop down.
+            try:
+                send.send_nowait(item)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # the session ended meanwhile; the next one reads again from the log
+
+        def hand_over(item: _Item) -> None:
+            room.acquire()  # at most QUEUE transactions read ahead of the quorum
+            token.run_sync_soon(deliver, item)
 
         def loop() -> None:
             grouper = TransactionGrouper()
@@ -134,13 +152,11 @@ class MariaDBSource:
                     # committed, acknowledging it releases any commit the primary still
                     # waits for from before a reconnect or a change of leader.
                     if event.next_pos > 0:
-                        marker = _Item(None, (item.file_name, event.next_pos))
-                        trio.from_thread.run(send.send, marker, trio_token=token)
+                        hand_over(_Item(None, (item.file_name, event.next_pos)))
                     continue
                 transaction = grouper.feed(event)
                 if transaction is not None:
-                    trio.from_thread.run(send.send, _Item(transaction, _ack_of(item)),
-                                         trio_token=token)
+                    hand_over(_Item(transaction, _ack_of(item)))
 
         async with send:
             await trio.to_thread.run_sync(loop, abandon_on_cancel=True)

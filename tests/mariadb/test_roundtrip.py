@@ -68,7 +68,9 @@ async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
             differ = sorted(set(stored) ^ set(expected)) + [
                 g for g in expected if g in stored and stored[g] != expected[g]]
             assert stored == expected, (
-                f"{name}'s history differs from the primary's binlog at {differ[:5]}")
+                f"{name}'s history differs from the primary's binlog at {differ[:5]}: "
+                f"{[(len(stored.get(g, b'')), len(expected.get(g, b''))) for g in differ[:5]]}"
+                + cluster.logs())
     finally:
         cluster.stop()
         primary.cleanup()

@@ -49,14 +49,12 @@ def stored_transactions(data_dir: Path) -> dict[str, bytes]:
     [timeline] = (data_dir / "timelines").iterdir()
     out = subprocess.run(
         [sys.executable, "-c",
-         "import sys, walstore, json\n"
+         "import sys, walstore\n"
+         "from agent.transactions import whole_transactions\n"
          "s = walstore.WalStore.open(sys.argv[1], create=False)\n"
-         "parts = []\n"
-         "for r in s.read(s.first_lsn):\n"
-         "    if r.kind != walstore.RecordKind.DATA or r.end_lsn > s.control.commit_lsn: continue\n"
-         "    parts.append(r.payload)\n"
-         "    if not r.continued:\n"
-         "        sys.stdout.write(r.gtid + ' ' + b''.join(parts).hex() + '\\n'); parts = []\n",
+         "records = s.read(s.first_lsn)\n"
+         "for gtid, raw in whole_transactions(records, upto_lsn=s.control.commit_lsn):\n"
+         "    sys.stdout.write(gtid + ' ' + raw.hex() + '\\n')\n",
          str(timeline)],
         check=True, capture_output=True, text=True,
     ).stdout
