@@ -23,8 +23,10 @@ from typing import Any
 import pymysql
 import trio
 
+import consensus
 import walstore
-from agent.binlog_events import GTID_LIST, HEARTBEAT, Transaction, TransactionGrouper
+from agent.binlog_events import GTID, GTID_LIST, HEARTBEAT, Transaction, TransactionGrouper
+from agent.binlog_meta import BinlogMeta, is_new, is_stored_meta
 from agent.config import MariaDBConfig
 from agent.tailer import (
     PrimarySettingsError,
@@ -45,6 +47,7 @@ QUEUE = 256  # transactions read ahead of the quorum
 class SourceStatus:
     connected: bool = False
     transactions: int = 0
+    meta_events: int = 0  # binlog events between transactions stored (FDE, ROTATE, ...)
     acks: int = 0
     last_gtid: str | None = None
     error: str | None = None
@@ -56,8 +59,9 @@ class SourceStatus:
 
 @dataclass
 class _Item:
-    transaction: Transaction | None  # None: a position marker between transactions
+    transaction: Transaction | None  # None: metadata or a position marker
     ack: tuple[str, int] | None  # (file, position) to acknowledge once committed
+    meta: BinlogMeta | None = None  # an event between transactions, to store
     waiters: list[Any] = field(default_factory=list)
     known_end: int | None = None  # already in the log: wait for this LSN instead
 
@@ -130,6 +134,8 @@ class MariaDBSource:
                            send: trio.MemorySendChannel[_Item]) -> None:
         token = trio.lowlevel.current_trio_token()
         room = self._room
+        last_meta = self.store.last_binlog_meta()
+        last_position = BinlogMeta.decode(last_meta.payload).position if last_meta else None
 
         def deliver(item: _Item) -> None:
             # Runs on the event loop; an exception here would take the whole loop down.
@@ -143,16 +149,24 @@ class MariaDBSource:
             token.run_sync_soon(deliver, item)
 
         def loop() -> None:
+            nonlocal last_position
             grouper = TransactionGrouper()
             while True:
                 item = stream.read()
                 event = item.event
-                if event.type_code in (HEARTBEAT, GTID_LIST) and not grouper.in_transaction:
+                if not grouper.in_transaction and event.type_code != GTID:
                     # A position between transactions: once everything before it is
                     # committed, acknowledging it releases any commit the primary still
                     # waits for from before a reconnect or a change of leader.
-                    if event.next_pos > 0:
-                        hand_over(_Item(None, (item.file_name, event.next_pos)))
+                    marker = event.type_code in (HEARTBEAT, GTID_LIST) and event.next_pos > 0
+                    ack = (item.file_name, event.next_pos) if marker else None
+                    meta = None
+                    if is_stored_meta(event):
+                        candidate = BinlogMeta(item.file_name, event)
+                        if is_new(candidate.position, last_position):
+                            meta, last_position = candidate, candidate.position
+                    if meta is not None or ack is not None:
+                        hand_over(_Item(None, ack, meta))
                     continue
                 transaction = grouper.feed(event)
                 if transaction is not None:
@@ -162,6 +176,9 @@ class MariaDBSource:
             await trio.to_thread.run_sync(loop, abandon_on_cancel=True)
 
     def _append(self, item: _Item) -> None:
+        if item.meta is not None:
+            item.waiters.append(self.node.submit(
+                item.meta.encode(), kind=consensus.RecordKind.BINLOG_META))
         transaction = item.transaction
         if transaction is None:
             return
@@ -185,6 +202,8 @@ class MariaDBSource:
                 await self.node.wait_committed(item.known_end)
             for waiter in item.waiters:
                 await self.node.wait(waiter)
+            if item.meta is not None:
+                self.status.meta_events += 1
             if item.transaction is not None:
                 self.status.transactions += 1
                 self.status.last_gtid = item.transaction.gtid

@@ -151,10 +151,11 @@ class ReplicationStream:
         event = Event.parse(bytes(raw))
         if not event.crc_ok():
             raise ReplicationError(f"CRC32 mismatch in a type {event.type_code:#x} event")
+        file_name = self.file_name  # a real ROTATE is the last event of the file it ends
         if event.type_code == ROTATE:
             # body: position (8 bytes), file name, CRC (4 bytes)
             self.file_name = event.raw[19 + 8 : -4].decode()
-        return StreamEvent(event, ack, self.file_name)
+        return StreamEvent(event, ack, file_name if event.next_pos else self.file_name)
 
     @staticmethod
     def _read_payload(conn: pymysql.Connection) -> bytes:

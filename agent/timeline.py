@@ -54,6 +54,7 @@ class _Propose:
     gtid: str | None
     continued: bool
     reply: _Waiter
+    kind: consensus.RecordKind = consensus.RecordKind.DATA
 
 
 @dataclass(frozen=True)
@@ -157,11 +158,12 @@ class TimelineNode:
         return await self.wait(self.submit(payload, gtid=gtid, continued=continued))
 
     def submit(
-        self, payload: bytes, *, gtid: str | None = None, continued: bool = False
+        self, payload: bytes, *, gtid: str | None = None, continued: bool = False,
+        kind: consensus.RecordKind = consensus.RecordKind.DATA,
     ) -> _Waiter:
         """Queue a proposal without waiting: submissions keep their order in the log."""
         waiter = _Waiter(end_lsn=-1)
-        self._inbox_send.send_nowait(_Propose(payload, gtid, continued, waiter))
+        self._inbox_send.send_nowait(_Propose(payload, gtid, continued, waiter, kind))
         return waiter
 
     @staticmethod
@@ -262,7 +264,8 @@ class TimelineNode:
             core.flushed(self.store.flush_lsn)
         elif isinstance(item, _Propose):
             try:
-                end = core.propose(item.payload, gtid=item.gtid, continued=item.continued)
+                end = core.propose(item.payload, gtid=item.gtid, continued=item.continued,
+                                   kind=item.kind)
             except consensus.NotLeader as exc:
                 item.reply.error = NotLeaderError(getattr(exc, "leader_hint", None))
                 item.reply.done.set()

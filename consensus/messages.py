@@ -15,6 +15,7 @@ class RecordKind(enum.IntEnum):
     DATA = 0  # one MariaDB transaction (or a piece of one)
     TERM_START = 1  # a new leader's first entry: lets it commit its predecessors' tail
     CONFIG = 2  # a membership configuration, in effect once appended
+    BINLOG_META = 3  # a binlog event between transactions; to the core, data like DATA
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ class RecordKind(enum.IntEnum):
     DATA = 0  # one MariaDB transaction, or one piece of one
     TERM_START = 1  # a new leader's first record of its term
     CONFIG = 2  # a membership configuration
+    BINLOG_META = 3  # a binlog event between transactions (FDE, ROTATE, GTID_LIST, ...)
 
 
 class Record(NamedTuple):
@@ -95,3 +96,4 @@ def parse(buf: bytes | memoryview, offset: int, max_payload: int) -> tuple[Recor
 
 
 _KINDS = frozenset(int(k) for k in RecordKind)
+MAX_KIND = max(_KINDS)

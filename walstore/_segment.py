@@ -117,7 +117,7 @@ def find_valid_record(view: memoryview, start: int, min_lsn: int, max_payload: i
         # Cheap plausibility checks first; the CRC is only computed for likely frames.
         if (
             lsn < min_lsn
-            or kind > 2
+            or kind > _record.MAX_KIND
             or flags & ~_record.KNOWN_FLAGS
             or length <= _record.HEADER_SIZE + gtid_len
             or length - _record.HEADER_SIZE - gtid_len > max_payload

@@ -84,6 +84,7 @@ class WalStore:
         self._gtids: dict[str, int] = {}
         self._last_gtids: dict[int, str] = {}
         self._removed_gtids: dict[int, str] = {}  # newest GTID per domain in removed segments
+        self._meta_lsns: list[int] = []  # LSNs of BINLOG_META records, ascending (few)
         self._end_lsn = 0
         self._flush_lsn = 0
         self._last_term = 0
@@ -185,6 +186,8 @@ class WalStore:
         if not self._term_changes or self._term_changes[-1][0] != record.term:
             self._term_changes.append((record.term, record.lsn))
         self._last_term = record.term
+        if record.kind is RecordKind.BINLOG_META:
+            self._meta_lsns.append(record.lsn)
         if record.gtid is not None and not record.continued:
             self._gtids[record.gtid] = record.end_lsn
             self._last_gtids[_domain(record.gtid)] = record.gtid
@@ -276,6 +279,8 @@ class WalStore:
         if gtid is not None and not continued:
             self._gtids[gtid] = end
             self._last_gtids[_domain(gtid)] = gtid
+        elif kind is RecordKind.BINLOG_META:
+            self._meta_lsns.append(lsn)
         self._end_lsn = end
         return end
 
@@ -498,6 +503,12 @@ class WalStore:
         """The newest GTID of each replication domain in the log."""
         return dict(self._last_gtids)
 
+    def last_binlog_meta(self) -> Record | None:
+        """The newest BINLOG_META record still in the log, if any."""
+        if not self._meta_lsns:
+            return None
+        return next(self.read(self._meta_lsns[-1]), None)
+
     # ---- cutting ------------------------------------------------------------------------
 
     def truncate(self, lsn: int) -> None:
@@ -541,6 +552,8 @@ class WalStore:
         while self._term_changes and self._term_changes[-1][1] >= lsn:
             self._term_changes.pop()
         self._last_term = self._term_changes[-1][0] if self._term_changes else 0
+        while self._meta_lsns and self._meta_lsns[-1] >= lsn:
+            self._meta_lsns.pop()
         self._end_lsn = lsn
         self._flush_lsn = min(self._flush_lsn, lsn)
         self._last_gtids = dict(self._removed_gtids)
@@ -588,6 +601,7 @@ class WalStore:
             del self._firsts[:count]
             fsync_dir(self.path)
             self._gtids = {g: end for g, end in self._gtids.items() if end > self.first_lsn}
+            self._meta_lsns = [m for m in self._meta_lsns if m >= self.first_lsn]
         return count
 
     def _forget_fds(self, segment: Segment) -> None:

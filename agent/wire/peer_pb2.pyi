@@ -12,9 +12,11 @@ class RecordKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECORD_KIND_DATA: _ClassVar[RecordKind]
     RECORD_KIND_TERM_START: _ClassVar[RecordKind]
     RECORD_KIND_CONFIG: _ClassVar[RecordKind]
+    RECORD_KIND_BINLOG_META: _ClassVar[RecordKind]
 RECORD_KIND_DATA: RecordKind
 RECORD_KIND_TERM_START: RecordKind
 RECORD_KIND_CONFIG: RecordKind
+RECORD_KIND_BINLOG_META: RecordKind
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "cluster_id", "timeline_id", "node_id")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.binlog_file import read_transactions
+from agent.binlog_events import FORMAT_DESCRIPTION, GTID, TransactionGrouper
+from agent.binlog_file import read_events, read_transactions
 from agent.mariadb_local import LocalMariaDB
-from tests.mariadb.test_semisync import enable_semi_sync, stored_transactions
+from tests.mariadb.test_semisync import enable_semi_sync, stored_meta, stored_transactions
 from tests.support.cluster import Cluster, wait_until
 
 pytestmark = pytest.mark.mariadb
@@ -53,6 +54,8 @@ async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
                 "COMMIT",
                 f"INSERT INTO rt.t VALUES (3, 'big', '{big}')",
                 "ALTER TABLE rt.t ADD COLUMN extra INT DEFAULT 7",
+                "FLUSH BINARY LOGS",  # ROTATE, then a new file's FDE, GTID_LIST, checkpoint
+                "INSERT INTO rt.t VALUES (4, 'after rotate', NULL, 8)",
             ])
             done.set()
 
@@ -60,6 +63,9 @@ async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
         await wait_until(done.is_set, 120, "the statements to commit", cluster.logs)
         expected = {t.gtid: t.raw for t in read_transactions(primary.binlog_files())}
         assert max(len(raw) for raw in expected.values()) > 50 << 20
+        expected_meta = binlog_meta_events(primary.binlog_files())
+        assert {name for name, _pos, _raw in expected_meta} == {
+            p.name for p in primary.binlog_files()}
 
         await wait_until(cluster.converged, 60, "all agents to converge", cluster.logs)
         cluster.stop()
@@ -71,6 +77,28 @@ async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
                 f"{name}'s history differs from the primary's binlog at {differ[:5]}: "
                 f"{[(len(stored.get(g, b'')), len(expected.get(g, b''))) for g in differ[:5]]}"
                 + cluster.logs())
+            meta = [(n, pos, without_in_use(raw)) for n, pos, raw in stored_meta(agent.data_dir)]
+            assert meta == expected_meta, f"{name}'s binlog metadata events differ"
     finally:
         cluster.stop()
         primary.cleanup()
+
+
+def without_in_use(raw: bytes) -> bytes:
+    """A FORMAT_DESCRIPTION event with its "file in use" flag cleared: the server clears it
+    in place when it closes the file, after the event was sent."""
+    if raw[4] != FORMAT_DESCRIPTION:
+        return raw
+    return raw[:17] + bytes([raw[17] & ~0x01]) + raw[18:]
+
+
+def binlog_meta_events(paths: list[Path]) -> list[tuple[str, int, bytes]]:
+    """(file, end position, event) of every event outside a transaction in binlog files."""
+    events = []
+    grouper = TransactionGrouper()
+    for path in paths:
+        for _offset, event in read_events(path):
+            if not grouper.in_transaction and event.type_code != GTID:
+                events.append((path.name, event.next_pos, without_in_use(event.raw)))
+            grouper.feed(event)
+    return events

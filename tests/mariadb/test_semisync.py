@@ -44,26 +44,40 @@ def status(db: LocalMariaDB, name: str) -> int:
     return int(db.query(f"SHOW GLOBAL STATUS LIKE '{name}'")[0][1])
 
 
-def stored_transactions(data_dir: Path) -> dict[str, bytes]:
-    """GTID -> whole transaction bytes from an agent's WAL (pieces joined)."""
+def _read_wal(data_dir: Path, script: str) -> list[list[str]]:
+    """Run SCRIPT with `s`, the agent's opened WAL, in a fresh process; its output's words."""
     [timeline] = (data_dir / "timelines").iterdir()
     out = subprocess.run(
         [sys.executable, "-c",
-         "import sys, walstore\n"
-         "from agent.transactions import whole_transactions\n"
-         "s = walstore.WalStore.open(sys.argv[1], create=False)\n"
-         "records = s.read(s.first_lsn)\n"
-         "for gtid, raw in whole_transactions(records, upto_lsn=s.control.commit_lsn):\n"
-         "    sys.stdout.write(gtid + ' ' + raw.hex() + '\\n')\n",
-         str(timeline)],
+         "import sys, walstore\ns = walstore.WalStore.open(sys.argv[1], create=False)\n"
+         + script, str(timeline)],
         check=True, capture_output=True, text=True,
     ).stdout
+    return [line.split() for line in out.splitlines()]
+
+
+def stored_transactions(data_dir: Path) -> dict[str, bytes]:
+    """GTID -> whole transaction bytes from an agent's WAL (pieces joined)."""
     result: dict[str, bytes] = {}
-    for line in out.splitlines():
-        gtid, data = line.split()
+    for gtid, data in _read_wal(data_dir, (
+        "from agent.transactions import whole_transactions\n"
+        "records = s.read(s.first_lsn)\n"
+        "for gtid, raw in whole_transactions(records, upto_lsn=s.control.commit_lsn):\n"
+        "    print(gtid, raw.hex())\n")):
         assert gtid not in result, f"{gtid} stored twice"
         result[gtid] = bytes.fromhex(data)
     return result
+
+
+def stored_meta(data_dir: Path) -> list[tuple[str, int, bytes]]:
+    """(binlog file, end position, event) of each committed BINLOG_META record, in order."""
+    return [(name, int(pos), bytes.fromhex(raw)) for name, pos, raw in _read_wal(data_dir, (
+        "from agent.binlog_meta import BinlogMeta\n"
+        "for r in s.read(s.first_lsn):\n"
+        "    if r.end_lsn > s.control.commit_lsn: break\n"
+        "    if r.kind is walstore.RecordKind.BINLOG_META:\n"
+        "        m = BinlogMeta.decode(r.payload)\n"
+        "        print(m.file_name, m.event.next_pos, m.event.raw.hex())\n"))]
 
 
 async def test_commits_wait_for_the_quorum(primary: LocalMariaDB, tmp_path: Path) -> None:

@@ -435,10 +435,11 @@ class Simulation:
         assert core is not None
         self.proposals += 1
         try:
-            core.propose(
-                b"p%d" % self.proposals + b"x" * self.rng.randrange(0, 120),
-                gtid=f"0-1-{self.proposals}",
-            )
+            payload = b"p%d" % self.proposals + b"x" * self.rng.randrange(0, 120)
+            if self.rng.random() < 0.1:  # binlog metadata between transactions: no GTID
+                core.propose(payload, kind=consensus.RecordKind.BINLOG_META)
+            else:
+                core.propose(payload, gtid=f"0-1-{self.proposals}")
         except consensus.NotLeader:
             return
         self._drive(node_id)

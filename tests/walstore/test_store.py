@@ -196,3 +196,21 @@ def test_disk_full_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with WalStore.open(tmp_path) as store:
         assert store.repaired_tail is None
         assert [r.payload[:1] for r in store.read(0)] == [b"a", b"b"]
+
+
+def test_last_binlog_meta_follows_appends_truncation_and_reopen(tmp_path: Path) -> None:
+    with WalStore.open(tmp_path, segment_size=4096) as store:
+        assert store.last_binlog_meta() is None
+        store.append(1, b"fde", kind=RecordKind.BINLOG_META)
+        store.append(1, b"t" * 10, gtid="0-1-1")
+        second = store.append(1, b"gtid-list", kind=RecordKind.BINLOG_META)
+        store.append(1, b"t" * 10, gtid="0-1-2")
+        meta = store.last_binlog_meta()
+        assert meta is not None and meta.payload == b"gtid-list" and meta.end_lsn == second
+        store.flush()
+    with WalStore.open(tmp_path, segment_size=4096) as store:
+        meta = store.last_binlog_meta()
+        assert meta is not None and meta.payload == b"gtid-list"
+        store.truncate(second - len(b"gtid-list"))  # cuts the newer metadata record
+        meta = store.last_binlog_meta()
+        assert meta is not None and meta.payload == b"fde"
