@@ -60,11 +60,11 @@ class Event:
 
     def crc_ok(self) -> bool:
         stored = struct.unpack_from("<I", self.raw, len(self.raw) - 4)[0]
-        covered = self.raw[:-4]
+        covered: bytes | memoryview = memoryview(self.raw)[:-4]  # no copy of a large event
         if self.type_code == FORMAT_DESCRIPTION and self.flags & LOG_EVENT_BINLOG_IN_USE_F:
             # The server sets "in use" in place after writing the FDE; its CRC excludes it.
             covered = (
-                covered[:17]
+                bytes(covered[:17])
                 + struct.pack("<H", self.flags & ~LOG_EVENT_BINLOG_IN_USE_F)
                 + covered[19:]
             )
@@ -114,6 +114,26 @@ class Transaction:
     @property
     def end_pos(self) -> int:
         return self.events[-1].next_pos
+
+    def pieces(self, size: int) -> list[bytes]:
+        """The transaction's bytes cut into pieces of at most SIZE, without first joining
+        it whole: a large transaction is copied once, a piece at a time."""
+        pieces: list[bytes] = []
+        parts: list[memoryview] = []
+        room = size
+        for event in self.events:
+            view = memoryview(event.raw)
+            while view:
+                take = view[:room]
+                parts.append(take)
+                room -= len(take)
+                view = view[len(take):]
+                if room == 0:
+                    pieces.append(b"".join(parts))
+                    parts, room = [], size
+        if parts:
+            pieces.append(b"".join(parts))
+        return pieces
 
 
 class TransactionGrouper:

@@ -30,6 +30,7 @@ QUEUE_MESSAGES = 4096
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 HANDSHAKE_TIMEOUT = 5.0
+COALESCE_BYTES = 256 << 10
 
 
 @dataclass
@@ -169,12 +170,16 @@ class PeerTransport:
             while True:
                 msg = await link.receive_channel.receive()
                 batch = [conn.send(translate.to_envelope(msg))]
-                while len(batch) < 256:  # coalesce queued messages into one write
+                size = len(batch[0])
+                # Coalesce queued messages into one write, but not so many that encoding
+                # them keeps the event loop from everything else.
+                while len(batch) < 256 and size < COALESCE_BYTES:
                     try:
                         msg = link.receive_channel.receive_nowait()
                     except trio.WouldBlock:
                         break
                     batch.append(conn.send(translate.to_envelope(msg)))
+                    size += len(batch[-1])
                 await stream.send_all(b"".join(batch))
                 link.sent += len(batch)
 

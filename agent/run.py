@@ -18,6 +18,7 @@ import walstore
 from agent.admin import admin_routes
 from agent.config import Config, ConfigError, load_config
 from agent.http_api import make_app, serve_http
+from agent.loop_health import LoopHealth
 from agent.peers import PeerTransport
 from agent.source import MariaDBSource
 from agent.synthetic import LoadSpec, LoadStats, run_load
@@ -53,6 +54,7 @@ class Agent:
         self.node: TimelineNode | None = None
         self.transport: PeerTransport | None = None
         self.source: MariaDBSource | None = None
+        self.loop_health = LoopHealth()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -77,6 +79,7 @@ class Agent:
                 ),
             )
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.loop_health.run)
                 await nursery.start(self.node.run)
                 await nursery.start(self.transport.run)
                 if config.listen_http is not None:
@@ -189,7 +192,8 @@ class Agent:
                     "synthetic": self.synthetic_stats.summary() if self.synthetic else None,
                 }
             )
-        return {"node_id": self.config.node_id, "timelines": timelines}
+        return {"node_id": self.config.node_id, "event_loop": self.loop_health.as_dict(),
+                "timelines": timelines}
 
 
 async def _run_until_signal(agent: Agent) -> None:

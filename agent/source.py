@@ -62,6 +62,7 @@ class _Item:
     transaction: Transaction | None  # None: metadata or a position marker
     ack: tuple[str, int] | None  # (file, position) to acknowledge once committed
     meta: BinlogMeta | None = None  # an event between transactions, to store
+    pieces: list[bytes] = field(default_factory=list)  # the transaction, cut to record size
     waiters: list[Any] = field(default_factory=list)
     known_end: int | None = None  # already in the log: wait for this LSN instead
 
@@ -170,7 +171,10 @@ class MariaDBSource:
                     continue
                 transaction = grouper.feed(event)
                 if transaction is not None:
-                    hand_over(_Item(transaction, _ack_of(item)))
+                    # Cut here, off the event loop: copying a large transaction on the
+                    # loop would delay heartbeats long enough to cause an election.
+                    hand_over(_Item(transaction, _ack_of(item),
+                                    pieces=transaction.pieces(PIECE_SIZE)))
 
         async with send:
             await trio.to_thread.run_sync(loop, abandon_on_cancel=True)
@@ -186,8 +190,7 @@ class MariaDBSource:
         if known is not None:
             item.known_end = known  # sent again after a reconnect: never stored twice
             return
-        raw = transaction.raw
-        pieces = [raw[i : i + PIECE_SIZE] for i in range(0, len(raw), PIECE_SIZE)]
+        pieces = item.pieces
         for index, piece in enumerate(pieces):
             last = index == len(pieces) - 1
             item.waiters.append(self.node.submit(

@@ -12,6 +12,7 @@ On the wire (MARIADB.md): after `SET @rpl_semi_sync_slave=1`, each event packet 
 from __future__ import annotations
 
 import logging
+import socket
 import struct
 import zlib
 from dataclasses import dataclass
@@ -186,9 +187,23 @@ class ReplicationStream:
         conn._sock.sendall(struct.pack("<I", len(payload))[:3] + b"\x00" + payload)
 
     def close(self) -> None:
-        if self.conn is not None:
+        """Close the connection; never blocks.
+
+        The reading thread may be inside a blocking read: PyMySQL's close would wait for
+        its buffered reader's lock until the next packet arrives (up to the heartbeat
+        period), stalling the event loop. Shutting the socket down first ends that read.
+        """
+        conn = self.conn
+        self.conn = None
+        if conn is None:
+            return
+        sock = conn._sock
+        if sock is not None:
             try:
-                self.conn.close()
-            except Exception:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
                 pass
-            self.conn = None
+        try:
+            conn.close()
+        except Exception:
+            pass

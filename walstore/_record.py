@@ -53,16 +53,21 @@ class Record(NamedTuple):
         return self.lsn + len(self.payload)
 
 
-def encode(record: Record) -> bytes:
+def encode_parts(record: Record) -> tuple[bytes, bytes]:
+    """(frame header with GTID, payload): written together, never joined, so a large
+    payload is not copied on its way to disk."""
     gtid = record.gtid.encode("ascii") if record.gtid else b""
     payload = record.payload
     rest = _CRC_AND_REST.pack(
         record.term, record.lsn, record.kind, FLAG_CONTINUED if record.continued else 0, len(gtid)
     )
-    # The CRC runs over the pieces in turn, so the payload is copied only once, into the frame.
     crc = crc32c(payload, crc32c(gtid, crc32c(rest)))
     head = struct.pack("<II", HEADER_SIZE + len(gtid) + len(payload), crc)
-    return b"".join((head, rest, gtid, payload))
+    return head + rest + gtid, payload
+
+
+def encode(record: Record) -> bytes:
+    return b"".join(encode_parts(record))
 
 
 class FrameError(Exception):

@@ -58,9 +58,23 @@ class RepairedTail:
     reason: str
 
 
+# (segment, bytes of a frame): a small frame is one part; a large one is two (header and
+# payload), so its payload is never copied on its way to disk
+_Pending = tuple[Segment, bytes]
+_JOIN_BELOW = 64 << 10
+
+
+@dataclass
+class _Write:
+    segment: Segment
+    offset: int  # file offset of the first byte
+    parts: list[bytes]
+    size: int
+
+
 @dataclass
 class _Batch:
-    writes: list[tuple[Segment, int, bytes]]  # (segment, file offset, bytes), file order
+    writes: list[_Write]  # in file order
     end_lsn: int
 
 
@@ -88,7 +102,7 @@ class WalStore:
         self._end_lsn = 0
         self._flush_lsn = 0
         self._last_term = 0
-        self._pending: list[tuple[Segment, bytes]] = []  # appended, not yet handed to a writer
+        self._pending: list[_Pending] = []  # appended, not yet handed to a writer
         self._mem: list[Record] = []  # every record above flush_lsn, in order
         self._write_fds: dict[int, int] = {}  # segment first LSN -> fd (writer side)
         self._read_fds: dict[int, int] = {}
@@ -260,8 +274,8 @@ class WalStore:
         if type(payload) is not bytes:
             payload = bytes(payload)
         record = Record(lsn, term, kind, payload, gtid, continued)
-        frame = _record.encode(record)
-        size = len(frame)
+        head, _ = _record.encode_parts(record)
+        size = len(head) + len(payload)
         segment = self._segments[-1] if self._segments else None
         if segment is None or (segment.size and segment.size + size > self.segment_size):
             segment = Segment(self.path / segment_name(lsn), lsn)
@@ -270,7 +284,10 @@ class WalStore:
         segment.offsets.append(segment.size)
         segment.ends.append(end)
         segment.size += size
-        self._pending.append((segment, frame))
+        if len(payload) < _JOIN_BELOW:
+            self._pending.append((segment, head + payload))
+        else:
+            self._pending += ((segment, head), (segment, payload))
         self._mem.append(record)
         # The index (inlined from _index_record: this is the per-record hot path).
         if term != self._last_term or not self._term_changes:
@@ -285,7 +302,7 @@ class WalStore:
         return end
 
     def _take_batch(self) -> _Batch:
-        writes: list[tuple[Segment, int, bytes]] = []
+        writes: list[_Write] = []
         pending, self._pending = self._pending, []
         index = 0
         while index < len(pending):
@@ -293,9 +310,10 @@ class WalStore:
             start = index
             while index < len(pending) and pending[index][0] is segment:
                 index += 1
-            data = b"".join(frame for _seg, frame in pending[start:index])
+            parts = [part for _seg, part in pending[start:index]]
+            size = sum(map(len, parts))
             # Every pending frame of a segment is in this batch, so its bytes end at size.
-            writes.append((segment, segment.size - len(data), data))
+            writes.append(_Write(segment, segment.size - size, parts, size))
         return _Batch(writes, self._end_lsn)
 
     def _write_batch(self, batch: _Batch) -> None:
@@ -303,19 +321,15 @@ class WalStore:
         created = False
         touched: list[tuple[Segment, int, int]] = []  # (segment, fd, size before)
         try:
-            for segment, offset, data in batch.writes:
+            for write in batch.writes:
+                segment = write.segment
                 fd = self._write_fds.get(segment.first_lsn)
                 if fd is None:
                     created |= not segment.path.exists()
                     fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT, 0o644)
                     self._write_fds[segment.first_lsn] = fd
-                touched.append((segment, fd, offset))
-                written = os.pwrite(fd, data, offset)
-                while written < len(data):  # short writes happen on full disks
-                    more = os.pwrite(fd, data[written:], offset + written)
-                    if more == 0:
-                        raise OSError(errno.ENOSPC, "short write")
-                    written += more
+                touched.append((segment, fd, write.offset))
+                _pwrite_all(fd, write.parts, write.offset)
             for _segment, fd, _offset in touched:
                 os.fdatasync(fd)
                 self.fsync_count += 1
@@ -333,18 +347,18 @@ class WalStore:
                 raise DiskFullError(f"{self.path}: disk full: {exc.strerror}") from exc
             raise
         # Older segments are sealed once written: keep only the active segment's fd open.
-        active = batch.writes[-1][0].first_lsn if batch.writes else None
+        active = batch.writes[-1].segment.first_lsn if batch.writes else None
         for first in [f for f in self._write_fds if f != active]:
             os.close(self._write_fds.pop(first))
 
     def _finish_batch(self, batch: _Batch) -> None:
-        for segment, offset, data in batch.writes:
-            segment.written = max(segment.written, offset + len(data))
+        for write in batch.writes:
+            write.segment.written = max(write.segment.written, write.offset + write.size)
         self._flush_lsn = max(self._flush_lsn, batch.end_lsn)
         keep = bisect.bisect_right([r.end_lsn for r in self._mem], self._flush_lsn)
         del self._mem[:keep]
 
-    def _restore_batch(self, batch: _Batch, pending_before: list[tuple[Segment, bytes]]) -> None:
+    def _restore_batch(self, batch: _Batch, pending_before: list[_Pending]) -> None:
         self._pending = pending_before + self._pending
 
     def flush(self) -> int:
@@ -560,14 +574,15 @@ class WalStore:
         for gtid, _end in sorted(self._gtids.items(), key=lambda item: item[1]):
             self._last_gtids[_domain(gtid)] = gtid
 
-    def _rebuild_pending(self, lsn: int) -> list[tuple[Segment, bytes]]:
+    def _rebuild_pending(self, lsn: int) -> list[_Pending]:
         """Frames for the unwritten records that survive a truncation to LSN."""
-        pending: list[tuple[Segment, bytes]] = []
+        pending: list[_Pending] = []
         for record in self._mem:
             if record.end_lsn <= self._flush_lsn or record.end_lsn > lsn:
                 continue
             seg_index = bisect.bisect_right(self._firsts, record.lsn) - 1
-            pending.append((self._segments[seg_index], _record.encode(record)))
+            segment = self._segments[seg_index]
+            pending += ((segment, part) for part in _record.encode_parts(record))
         return pending
 
     def remove_segments_before(self, lsn: int) -> int:
@@ -648,6 +663,28 @@ class WalStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _pwrite_all(fd: int, parts: list[bytes], offset: int) -> None:
+    """Write PARTS contiguously at OFFSET with as few system calls as the kernel allows."""
+    index = 0
+    while index < len(parts):
+        chunk = parts[index : index + _IOV_MAX]
+        written = os.pwritev(fd, chunk, offset)
+        total = sum(len(p) for p in chunk)
+        if written < total:  # short writes happen on full disks: finish piece by piece
+            view = memoryview(b"".join(chunk))[written:]
+            while view:
+                more = os.pwrite(fd, view, offset + written)
+                if more == 0:
+                    raise OSError(errno.ENOSPC, "short write")
+                view = view[more:]
+                written += more
+        offset += total
+        index += len(chunk)
 
 
 def _domain(gtid: str) -> int:

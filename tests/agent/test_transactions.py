@@ -2,6 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.binlog_events import Event, Transaction
 from agent.transactions import whole_transactions
 from walstore import RecordKind, WalStore
 
@@ -18,3 +22,15 @@ def test_pieces_join_and_a_term_change_drops_a_fragment(tmp_path: Path) -> None:
         store.append(2, b"uncommitted", gtid="0-1-4")
         got = list(whole_transactions(store.read(0), upto_lsn=end))
     assert got == [("0-1-1", b"small"), ("0-1-2", b"aabb"), ("0-1-3", b"ccdd")]
+
+
+@given(st.lists(st.integers(min_value=23, max_value=300), min_size=1, max_size=12),
+       st.integers(min_value=1, max_value=700))
+def test_pieces_cut_a_transaction_without_losing_or_reordering_bytes(
+    sizes: list[int], piece_size: int
+) -> None:
+    events = [Event(0, 0x1E, 1, n, 0, 0, bytes([i % 251]) * n) for i, n in enumerate(sizes)]
+    transaction = Transaction("0-1-1", events)
+    pieces = transaction.pieces(piece_size)
+    assert b"".join(pieces) == transaction.raw
+    assert all(len(p) == piece_size for p in pieces[:-1]) and 0 < len(pieces[-1]) <= piece_size

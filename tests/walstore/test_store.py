@@ -181,21 +181,28 @@ def test_disk_full_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         store.append(1, b"a" * 100)
         store.flush()
         store.append(1, b"b" * 100)
-        real_pwrite = os.pwrite
+        real_pwrite, real_pwritev = os.pwrite, os.pwritev
+
+        def short(fd: int, parts: list[bytes], offset: int) -> int:
+            data = b"".join(parts)
+            return real_pwrite(fd, data[: len(data) // 2], offset)  # a partial write ...
 
         def full(fd: int, data: bytes, offset: int) -> int:
-            real_pwrite(fd, data[: len(data) // 2], offset)  # a partial write, then ENOSPC
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(errno.ENOSPC, "No space left on device")  # ... then ENOSPC
 
+        monkeypatch.setattr(os, "pwritev", short)
         monkeypatch.setattr(os, "pwrite", full)
         with pytest.raises(walstore.DiskFullError, match="disk full"):
             store.flush()
         assert store.flush_lsn == 100 and store.end_lsn == 200
         monkeypatch.setattr(os, "pwrite", real_pwrite)
-        assert store.flush() == 200
+        assert store.flush() == 200  # the short write is finished piece by piece
+        monkeypatch.setattr(os, "pwritev", real_pwritev)
+        store.append(1, b"c" * 100)
+        assert store.flush() == 300
     with WalStore.open(tmp_path) as store:
         assert store.repaired_tail is None
-        assert [r.payload[:1] for r in store.read(0)] == [b"a", b"b"]
+        assert [r.payload[:1] for r in store.read(0)] == [b"a", b"b", b"c"]
 
 
 def test_last_binlog_meta_follows_appends_truncation_and_reopen(tmp_path: Path) -> None:
