@@ -25,6 +25,7 @@ import trio
 
 import consensus
 import walstore
+from agent.ack_sender import AckSender
 from agent.binlog_events import GTID, GTID_LIST, HEARTBEAT, Transaction, TransactionGrouper
 from agent.binlog_meta import BinlogMeta, is_new, is_stored_meta
 from agent.config import MariaDBConfig
@@ -119,9 +120,11 @@ class MariaDBSource:
             send, receive = trio.open_memory_channel[_Item](math.inf)
             self._room = threading.Semaphore(QUEUE)
             acks_send, acks_receive = trio.open_memory_channel[_Item](math.inf)
+            sender = AckSender(stream.send_ack)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_leadership, nursery.cancel_scope)
-                nursery.start_soon(self._acker, stream, acks_receive, self.store.end_lsn)
+                nursery.start_soon(self._send_acks, sender)
+                nursery.start_soon(self._acker, sender, acks_receive, self.store.end_lsn)
                 nursery.start_soon(self._read_thread, stream, send)
                 async with receive, acks_send:
                     async for item in receive:
@@ -196,7 +199,13 @@ class MariaDBSource:
             item.waiters.append(self.node.submit(
                 piece, gtid=transaction.gtid if last else None, continued=not last))
 
-    async def _acker(self, stream: ReplicationStream,
+    async def _send_acks(self, sender: AckSender) -> None:
+        try:
+            await trio.to_thread.run_sync(sender.run, abandon_on_cancel=True)
+        finally:
+            sender.close()
+
+    async def _acker(self, sender: AckSender,
                      receive: trio.MemoryReceiveChannel[_Item], log_end: int) -> None:
         # Nothing is acknowledged before this leader's whole log is committed.
         await self.node.wait_committed(log_end)
@@ -211,7 +220,7 @@ class MariaDBSource:
                 self.status.transactions += 1
                 self.status.last_gtid = item.transaction.gtid
             if item.ack is not None:
-                stream.send_ack(*item.ack)
+                sender.post(*item.ack)
                 self.status.acks += 1
 
     async def _watch_leadership(self, scope: trio.CancelScope) -> None:

@@ -15,7 +15,8 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -138,6 +139,7 @@ class TimelineNode:
         self._waiter_seq = 0
         self._persisted_commit = control.commit_lsn
         self._last_commit_persist = 0.0
+        self._persist_due = trio.Event()
         self.commit_lsn = control.commit_lsn
         self.commit_changed = trio.Event()
         self.role = "follower"
@@ -207,6 +209,7 @@ class TimelineNode:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._syncer)
+            nursery.start_soon(self._commit_persister)
             task_status.started()
             await self._main_loop()
 
@@ -356,13 +359,26 @@ class TimelineNode:
             return
         if time.monotonic() - self._last_commit_persist < COMMIT_PERSIST_INTERVAL:
             return
-        self._write_control({})
+        self._persist_due.set()
+
+    async def _commit_persister(self) -> None:
+        # The commit LSN is saved now and then, in a worker thread: two fsyncs on the event
+        # loop would stall heartbeats whenever the disk is busy.
+        while True:
+            await self._persist_due.wait()
+            self._persist_due = trio.Event()
+            commit = self._durable_commit()
+            await trio.to_thread.run_sync(partial(self.store.update_control, commit_lsn=commit))
+            self._persisted_commit = commit
+            self._last_commit_persist = time.monotonic()
+
+    def _durable_commit(self) -> int:
+        # Never claim a commit beyond what this agent has on disk.
+        return min(self.commit_lsn, self.store.flush_lsn)
 
     def _write_control(self, changes: dict[str, Any]) -> None:
-        control = self.store.control
-        # Never claim a commit beyond what this agent has on disk; never move it back.
-        commit = max(control.commit_lsn, min(self.commit_lsn, self.store.flush_lsn))
-        self.store.save_control(replace(control, commit_lsn=commit, **changes))
+        commit = self._durable_commit()
+        self.store.update_control(commit_lsn=commit, **changes)
         self._persisted_commit = commit
         self._last_commit_persist = time.monotonic()
 

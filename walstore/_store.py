@@ -17,10 +17,12 @@ import bisect
 import errno
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import trio
 
@@ -107,6 +109,7 @@ class WalStore:
         self._write_fds: dict[int, int] = {}  # segment first LSN -> fd (writer side)
         self._read_fds: dict[int, int] = {}
         self._sync_round: _SyncRound | None = None
+        self._control_lock = threading.Lock()  # the control file is written from threads too
         self._closed = False
 
     # ---- opening ------------------------------------------------------------------------
@@ -630,6 +633,24 @@ class WalStore:
     def save_control(self, control: Control) -> None:
         """Atomically replace the control file; the store keeps the term history itself."""
         self._check_open()
+        with self._control_lock:
+            self._save_control(control)
+
+    def update_control(self, **changes: Any) -> Control:
+        """Change some fields of the control file; safe from a worker thread.
+
+        The fields are applied to the control as it is when the write starts, so a writer
+        in a thread never puts back an older term or vote the event loop saved meanwhile.
+        A commit LSN never moves back.
+        """
+        self._check_open()
+        with self._control_lock:
+            if "commit_lsn" in changes:
+                changes["commit_lsn"] = max(changes["commit_lsn"], self.control.commit_lsn)
+            self._save_control(replace(self.control, **changes))
+            return self.control
+
+    def _save_control(self, control: Control) -> None:
         control = replace(
             control,
             term_history=tuple(self._term_changes),

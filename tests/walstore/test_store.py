@@ -221,3 +221,15 @@ def test_last_binlog_meta_follows_appends_truncation_and_reopen(tmp_path: Path) 
         store.truncate(second - len(b"gtid-list"))  # cuts the newer metadata record
         meta = store.last_binlog_meta()
         assert meta is not None and meta.payload == b"fde"
+
+
+async def test_update_control_from_a_thread_keeps_newer_fields(tmp_path: Path) -> None:
+    with WalStore.open(tmp_path) as store:
+        store.append(1, b"x" * 100)
+        store.flush()
+        store.update_control(term=3, vote="a2", commit_lsn=100)
+        # a commit-only update computed earlier, landing later from a worker thread
+        control = await trio.to_thread.run_sync(lambda: store.update_control(commit_lsn=40))
+        assert (control.term, control.vote, control.commit_lsn) == (3, "a2", 100)
+    with WalStore.open(tmp_path) as store:
+        assert (store.control.term, store.control.commit_lsn) == (3, 100)
