@@ -184,6 +184,9 @@ class Agent:
                     "commit_lsn": core.commit_lsn,
                     "flush_lsn": store.flush_lsn,
                     "last_lsn": store.end_lsn,
+                    "fsyncs": store.fsync_count,
+                    "fsync_mean_ms": round(
+                        store.fsync_seconds * 1000 / max(1, store.fsync_count), 3),
                     "committed_gtid": None,
                     "members": members,
                     "membership_generation": membership.generation,

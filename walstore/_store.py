@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,6 +95,7 @@ class WalStore:
         self.control = Control()
         self.repaired_tail: RepairedTail | None = None
         self.fsync_count = 0
+        self.fsync_seconds = 0.0  # total time spent in fdatasync, for status and metrics
         self._segments: list[Segment] = []
         self._firsts: list[int] = []  # first LSN of each segment, for bisect
         self._term_changes: list[tuple[int, int]] = []  # (term, start LSN), ascending
@@ -334,7 +336,9 @@ class WalStore:
                 touched.append((segment, fd, write.offset))
                 _pwrite_all(fd, write.parts, write.offset)
             for _segment, fd, _offset in touched:
+                started = time.perf_counter()
                 os.fdatasync(fd)
+                self.fsync_seconds += time.perf_counter() - started
                 self.fsync_count += 1
             if created:
                 fsync_dir(self.path)
