@@ -167,7 +167,17 @@ def main() -> None:
                "\n\nShort OLTP transactions (ledger insert + order insert/update or delete, "
                "secondary indexes), sync_binlog=1, innodb_flush_log_at_trx_commit=1. The native "
                "replica ACKs on receipt without fsync (MariaDB's semi-sync); Binkeeper ACKs "
-               "after a majority of agents fsynced.")
+               "after a majority of agents fsynced.\n\n"
+               "Why (c) misses its targets (py-spy, `/v1/status` fsync and event-loop figures): "
+               "with 1 client the agents' event loops are ~90% idle and the latency is a chain of "
+               "hand-offs — tail thread -> loop -> consensus -> peer task -> follower loop -> "
+               "fsync thread (mean fdatasync 0.25 ms here, with mariadbd fsyncing the same "
+               "disk) -> back; the synthetic quorum alone commits in ~1.3 ms at that load. "
+               "With 8 clients the 3 agents need ~2 s of CPU per MB of binlog on a 2-core "
+               "machine also running mariadbd and the clients, so latency grows with load and "
+               "throughput = clients / latency. What would move it: sending frames straight "
+               "from the node loop, fsync without a thread hop when the disk is fast, event "
+               "parsing and framing in compiled code.")
 
 
 if __name__ == "__main__":
