@@ -48,6 +48,16 @@ class MariaDBConfig:
 
 
 @dataclass(frozen=True)
+class ReplicationConfig:
+    """Who may pull committed binlog from `listen_mysql`, and how this agent presents itself."""
+
+    user: str = "repl"
+    password: str = ""
+    server_id: int = 0  # the server id replicas see; 0: derived from node_id
+    max_connections: int = 100
+
+
+@dataclass(frozen=True)
 class ConsensusConfig:
     tick_ms: int = 50
     election_ticks: int = 10  # election timeout is randomized in [1, 2) x this
@@ -70,6 +80,7 @@ class Config:
     preferred_leader: str | None = None
     peers: tuple[Peer, ...] = ()
     mariadb: MariaDBConfig = field(default_factory=MariaDBConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
 
     @property
@@ -174,6 +185,24 @@ def parse_config(data: dict[str, Any]) -> Config:
             raise ConfigError(f"mariadb.timeline: {mariadb.timeline!r} is not a valid name")
         _no_leftovers(db, "mariadb.")
 
+    replication = ReplicationConfig()
+    if "replication" in table:
+        rep = dict(_take(table, "replication", "", dict))
+        defaults_r = ReplicationConfig()
+        replication = ReplicationConfig(
+            user=_take(rep, "user", "replication.", str, defaults_r.user),
+            password=_take(rep, "password", "replication.", str, defaults_r.password),
+            server_id=_take(rep, "server_id", "replication.", int, 0),
+            max_connections=_positive(
+                _take(rep, "max_connections", "replication.", int,
+                      defaults_r.max_connections), "replication.max_connections"),
+        )
+        if not replication.user:
+            raise ConfigError("replication.user: must not be empty")
+        if not 0 <= replication.server_id < 2**32:
+            raise ConfigError(f"replication.server_id: {replication.server_id} is out of range")
+        _no_leftovers(rep, "replication.")
+
     consensus = ConsensusConfig()
     if "consensus" in table:
         cons = dict(_take(table, "consensus", "", dict))
@@ -201,6 +230,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         preferred_leader=preferred_leader,
         peers=tuple(peers),
         mariadb=mariadb,
+        replication=replication,
         consensus=consensus,
     )
 

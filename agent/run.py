@@ -19,9 +19,11 @@ from agent.admin import admin_routes
 from agent.config import Config, ConfigError, load_config
 from agent.http_api import make_app, serve_http
 from agent.loop_health import LoopHealth
+from agent.mysql_server.server import ReplicationServer
 from agent.peers import PeerTransport
 from agent.source import MariaDBSource
 from agent.synthetic import LoadSpec, LoadStats, run_load
+from agent.tailer import derived_server_id
 from agent.timeline import TimelineNode
 
 log = logging.getLogger("binkeeper.agent")
@@ -54,6 +56,7 @@ class Agent:
         self.node: TimelineNode | None = None
         self.transport: PeerTransport | None = None
         self.source: MariaDBSource | None = None
+        self.replication: ReplicationServer | None = None
         self.loop_health = LoopHealth()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -89,6 +92,11 @@ class Agent:
                     nursery.start_soon(self._run_synthetic, self.synthetic)
                 if config.preferred_leader and config.preferred_leader != config.node_id:
                     nursery.start_soon(self._prefer_leader, config.preferred_leader)
+                if config.listen_mysql is not None:
+                    self.replication = ReplicationServer(
+                        config.listen_mysql, config.replication, self.node, self.store,
+                        config.replication.server_id or derived_server_id(config.node_id))
+                    await nursery.start(self.replication.run)
                 if config.mariadb.enabled:
                     self.source = MariaDBSource(config.mariadb, config.node_id, self.node,
                                                 self.store)
@@ -191,6 +199,8 @@ class Agent:
                     "members": members,
                     "membership_generation": membership.generation,
                     "primary": self.source.status.as_dict() if self.source else None,
+                    "replication": (self.replication.status.as_dict()
+                                    if self.replication else None),
                     "peers": self.transport.status() if self.transport else {},
                     "synthetic": self.synthetic_stats.summary() if self.synthetic else None,
                 }

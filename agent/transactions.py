@@ -14,19 +14,34 @@ from collections.abc import Iterable, Iterator
 import walstore
 
 
+class TransactionAssembler:
+    """Feed records in log order; get each whole transaction once its last piece arrives.
+    Keeps the unfinished pieces between calls, so records can be fed in batches."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def feed(self, record: walstore.Record) -> tuple[str, bytes] | None:
+        if record.kind is not walstore.RecordKind.DATA:
+            self._parts = []  # a term or membership change cuts an unfinished transaction
+            return None
+        self._parts.append(record.payload)
+        if record.continued:
+            return None
+        parts, self._parts = self._parts, []
+        if record.gtid is None:
+            return None
+        return record.gtid, parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def whole_transactions(
     records: Iterable[walstore.Record], *, upto_lsn: int | None = None
 ) -> Iterator[tuple[str, bytes]]:
     """(GTID, transaction bytes) in log order, up to UPTO_LSN (e.g. the commit LSN)."""
-    parts: list[bytes] = []
+    assembler = TransactionAssembler()
     for record in records:
         if upto_lsn is not None and record.end_lsn > upto_lsn:
             return
-        if record.kind is not walstore.RecordKind.DATA:
-            parts = []  # a term or membership change cuts an unfinished transaction
-            continue
-        parts.append(record.payload)
-        if not record.continued:
-            if record.gtid is not None:
-                yield record.gtid, b"".join(parts)
-            parts = []
+        transaction = assembler.feed(record)
+        if transaction is not None:
+            yield transaction

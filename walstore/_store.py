@@ -524,6 +524,10 @@ class WalStore:
         """The newest GTID of each replication domain in the log."""
         return dict(self._last_gtids)
 
+    def binlog_meta_lsns(self) -> list[int]:
+        """LSNs of the BINLOG_META records still in the log, ascending."""
+        return list(self._meta_lsns)
+
     def last_binlog_meta(self) -> Record | None:
         """The newest BINLOG_META record still in the log, if any."""
         if not self._meta_lsns:

@@ -33,6 +33,7 @@ class AgentProcess:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    mysql_port: int | None = None  # the replication port, when the cluster serves replicas
 
     @property
     def url(self) -> str:
@@ -100,6 +101,10 @@ class AgentProcess:
             return ""
 
 
+REPLICATION_USER = "repl"
+REPLICATION_PASSWORD = "s3cret"
+
+
 class Cluster:
     def __init__(
         self,
@@ -111,6 +116,7 @@ class Cluster:
         use_proxies: bool = True,
         mariadb_port: int | None = None,
         preferred_leader: str | None = None,
+        serve_replicas: bool = False,
     ) -> None:
         self.root = root
         ids = [f"a{i + 1}" for i in range(size)]
@@ -126,6 +132,7 @@ class Cluster:
                 http_port=free_port(),
                 log_path=root / f"{node_id}.log",
                 extra_args=list(extra_args or []),
+                mysql_port=free_port() if serve_replicas else None,
             )
         # proxies[(src, dst)] carries src's messages to dst
         self.proxies: dict[tuple[str, str], FaultProxy] = (
@@ -148,6 +155,8 @@ class Cluster:
             ]
             if preferred_leader:
                 lines.append(f'preferred_leader = "{preferred_leader}"')
+            if agent.mysql_port is not None:
+                lines.append(f'listen_mysql = "127.0.0.1:{agent.mysql_port}"')
             for other in ids:
                 if other != node_id:
                     port = (
@@ -159,6 +168,9 @@ class Cluster:
             if mariadb_port is not None:
                 lines += ["[mariadb]", 'host = "127.0.0.1"', f"port = {mariadb_port}",
                           'user = "root"', 'password = ""']
+            if agent.mysql_port is not None:
+                lines += ["[replication]", f'user = "{REPLICATION_USER}"',
+                          f'password = "{REPLICATION_PASSWORD}"']
             if consensus:
                 lines.append("[consensus]")
                 lines += [f"{key} = {value}" for key, value in consensus.items()]
