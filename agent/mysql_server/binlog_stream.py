@@ -60,11 +60,20 @@ def gtid_parts(gtid: str) -> tuple[int, int, int]:
 
 
 def make_event(type_code: int, server_id: int, body: bytes, *, log_pos: int = 0,
-               flags: int = LOG_EVENT_ARTIFICIAL_F, timestamp: int = 0) -> bytes:
-    """An event with a CRC32, as the server makes up for a dump."""
-    length = HEADER_SIZE + len(body) + 4
+               flags: int = LOG_EVENT_ARTIFICIAL_F, timestamp: int = 0,
+               checksum: bool = True) -> bytes:
+    """An event as the server makes up for a dump, with a CRC32 unless CHECKSUM is off."""
+    length = HEADER_SIZE + len(body) + (4 if checksum else 0)
     raw = HEADER.pack(timestamp, type_code, server_id, length, log_pos, flags) + body
-    return raw + struct.pack("<I", zlib.crc32(raw))
+    return raw + struct.pack("<I", zlib.crc32(raw)) if checksum else raw
+
+
+def without_in_use(raw: bytes) -> bytes:
+    """A stored FORMAT_DESCRIPTION with "file in use" cleared, as the server sends it (its CRC
+    never covers that flag)."""
+    if raw[4] != FORMAT_DESCRIPTION or not raw[17] & LOG_EVENT_BINLOG_IN_USE_F:
+        return raw
+    return raw[:17] + bytes([raw[17] & ~LOG_EVENT_BINLOG_IN_USE_F]) + raw[18:]
 
 
 def fde_for_dump(raw: bytes) -> bytes:
@@ -100,9 +109,13 @@ class StartPoint:
 class BinlogStream:
     """Committed events for one replica, from its GTID position (or file and position)."""
 
-    def __init__(self, store: walstore.WalStore, server_id: int) -> None:
+    def __init__(self, store: walstore.WalStore, server_id: int,
+                 rotate_checksum: bool = True) -> None:
         self.store = store
         self.server_id = server_id
+        # The first, artificial ROTATE carries a CRC only if the client asked for checksums
+        # (@master_binlog_checksum); it comes before any FORMAT_DESCRIPTION could say so.
+        self.rotate_checksum = rotate_checksum
         self.lsn = 0  # next record to read
         self.file_name = ""
         self.position = 4  # end of the last event sent, in file_name
@@ -154,7 +167,8 @@ class BinlogStream:
         self.lsn = point.lsn
         self.file_name = point.file_name
         rotate = make_event(ROTATE, self.server_id,
-                            struct.pack("<Q", 4) + point.file_name.encode())
+                            struct.pack("<Q", 4) + point.file_name.encode(),
+                            checksum=self.rotate_checksum)
         if point.fde_lsn == point.lsn:
             return [rotate]  # the file's own FORMAT_DESCRIPTION comes next, as stored
         return [rotate, fde_for_dump(point.fde)]
@@ -215,7 +229,7 @@ class BinlogStream:
                 self._note(meta.file_name, meta.event)
                 if self._skipped(meta.file_name, meta.event.next_pos):
                     continue
-                out.append(meta.event.raw)
+                out.append(without_in_use(meta.event.raw))
                 size += len(meta.event.raw)
                 continue
             transaction = self._assembler.feed(record)

@@ -57,6 +57,10 @@ def answer(query: str, ctx: QueryContext) -> QueryAnswer:
     lower = text.lower().rstrip(";").strip()
     if lower == "select unix_timestamp()":
         return QueryAnswer(["UNIX_TIMESTAMP()"], [[str(int(time.time()))]])
+    if lower == "select version()":
+        return QueryAnswer(["VERSION()"], [[ctx.server_version]])
+    if lower == "select database()":
+        return QueryAnswer(["DATABASE()"], [[None]])
     if match := _SET_USER_VAR.match(text):
         ctx.user_vars[match.group(1).lower()] = _unquote(match.group(2))
         return QueryAnswer()

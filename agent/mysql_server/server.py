@@ -148,7 +148,7 @@ class ReplicationServer:
     async def _dump(self, stream: trio.SocketStream, request: DumpRequest,
                     info: ReplicaInfo) -> None:
         writer = PacketWriter(request.first_seq)
-        binlog = BinlogStream(self.store, self.server_id)
+        binlog = BinlogStream(self.store, self.server_id, rotate_checksum=request.checksum)
         info.server_id = request.server_id
         try:
             if request.gtid_state is not None:

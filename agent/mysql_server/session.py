@@ -10,6 +10,7 @@ Anything else gets an ERR packet; malformed packets end the connection.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from agent.mysql_server import packets
@@ -38,6 +39,7 @@ class DumpRequest:
     gtid_state: str | None  # @slave_connect_state: GTID mode; None: file/position mode
     until_gtid: str | None
     heartbeat_period: float  # seconds; 0 = the server's default
+    checksum: bool  # @master_binlog_checksum was CRC32 (the first fake ROTATE gets a CRC)
     first_seq: int  # sequence id of the first event packet
 
 
@@ -132,7 +134,9 @@ class Session:
             return [DumpRequest(
                 position=position, flags=flags, server_id=server_id, file_name=file_name,
                 gtid_state=state, until_gtid=variables.get("slave_until_gtid") or None,
-                heartbeat_period=int(period_ns) / 1e9 if period_ns.isdigit() else 0.0,
+                heartbeat_period=(int(period_ns) / 1e9 if re.fullmatch(r"[0-9]{1,19}", period_ns)
+                                  else 0.0),
+                checksum=variables.get("master_binlog_checksum", "").upper() == "CRC32",
                 first_seq=reply.seq)]
         return [reply.frame(packets.err_packet(
             ER_UNKNOWN_COM, f"Unknown command {command:#04x}", "08S01"))]

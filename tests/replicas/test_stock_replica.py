@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,11 @@ from tests.support.cluster import REPLICATION_PASSWORD, REPLICATION_USER, Cluste
 pytestmark = pytest.mark.mariadb
 
 
-def point_replica(replica: LocalMariaDB, port: int) -> None:
+def point_replica(replica: LocalMariaDB, port: int, heartbeat: float = 1.0) -> None:
+    # (a new host or port resets the heartbeat period unless given again)
     replica.query(
         f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, "
+        f"MASTER_HEARTBEAT_PERIOD={heartbeat}, "
         f"MASTER_USER='{REPLICATION_USER}', MASTER_PASSWORD='{REPLICATION_PASSWORD}', "
         "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1")
     replica.query("START SLAVE")
@@ -70,6 +73,88 @@ async def test_stock_replica_follows_an_agent(tmp_path: Path) -> None:
         primary_file, primary_pos = primary.query("SHOW MASTER STATUS")[0][:2]
         assert status["Master_Log_File"] == primary_file
         assert int(status["Read_Master_Log_Pos"]) == int(primary_pos)  # type: ignore[call-overload]
+    finally:
+        cluster.stop()
+        replica.cleanup()
+        primary.cleanup()
+
+
+def heartbeats(replica: LocalMariaDB) -> int:
+    return int(replica.query("SHOW GLOBAL STATUS LIKE 'Slave_received_heartbeats'")[0][1])
+
+
+async def test_replicas_get_committed_history_only_and_can_move_between_agents(
+    tmp_path: Path,
+) -> None:
+    primary = LocalMariaDB(tmp_path / "primary").start()
+    replica = LocalMariaDB(tmp_path / "replica", server_id=22).start()
+    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port,
+                      serve_replicas=True)
+    try:
+        enable_semi_sync(primary)
+        cluster.start()
+        leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
+        await wait_until(
+            lambda: ((cluster.agents[leader].timeline() or {}).get("primary") or {}).get(
+                "connected"), 15, "the leader to tail the primary", cluster.logs)
+        primary.query("CREATE DATABASE shop")
+        primary.query("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40))")
+        primary.query("INSERT INTO shop.items VALUES (1, 'one')")
+        others = [n for n in cluster.agents if n != leader]
+        # Served by the leader: the agent that stores transactions first.
+        point_replica(replica, cluster.agents[leader].mysql_port or 0, heartbeat=0.2)
+        committed = primary.query("SELECT @@gtid_binlog_pos")[0][0]
+        await wait_until(lambda: replica.query("SELECT @@gtid_slave_pos")[0][0] == committed,
+                         60, "the replica to catch up", cluster.logs)
+
+        # The quorum shrinks to the leader alone: the next commit is stored, never committed.
+        for name in others:
+            cluster.agents[name].kill()
+        writer = primary.connect()
+        done = threading.Event()
+
+        def blocked_insert() -> None:
+            with writer.cursor() as cursor:
+                cursor.execute("INSERT INTO shop.items VALUES (2, 'two')")
+            done.set()
+
+        threading.Thread(target=blocked_insert, daemon=True).start()
+        agent = cluster.agents[leader]
+        await wait_until(lambda: (t := agent.timeline()) is not None
+                         and t["last_lsn"] > t["commit_lsn"], 30,
+                         "the leader to store the uncommitted transaction", cluster.logs)
+        # Heartbeats mean the agent is idle, everything it may serve already sent.
+        seen = heartbeats(replica)
+        await wait_until(lambda: heartbeats(replica) >= seen + 2, 30, "heartbeats",
+                         cluster.logs)
+        assert replica.query("SELECT @@gtid_slave_pos")[0][0] == committed
+        assert replica.query("SELECT COUNT(*) FROM shop.items")[0][0] == 1
+        assert not done.is_set()
+
+        # An agent returns: the transaction commits, the primary's COMMIT returns, the
+        # replica receives it.
+        cluster.agents[others[0]].start()
+        await wait_until(done.is_set, 60, "the blocked commit to return", cluster.logs)
+        writer.close()
+        final = primary.query("SELECT @@gtid_binlog_pos")[0][0]
+        await wait_until(lambda: replica.query("SELECT @@gtid_slave_pos")[0][0] == final,
+                         60, "the replica to receive the commit", cluster.logs)
+
+        # Moved to another agent mid-stream, it resumes by GTID: no gap, no duplicate.
+        replica.query("STOP SLAVE")
+        point_replica(replica, cluster.agents[others[0]].mysql_port or 0)
+        for i in range(3, 30):
+            primary.query("INSERT INTO shop.items VALUES (%s, %s)", i, f"item {i}")
+        final = primary.query("SELECT @@gtid_binlog_pos")[0][0]
+
+        def converged() -> bool:
+            status = slave_status(replica)
+            assert not status.get("Last_IO_Error"), status.get("Last_IO_Error")
+            assert not status.get("Last_SQL_Error"), status.get("Last_SQL_Error")
+            return replica.query("SELECT @@gtid_slave_pos")[0][0] == final
+
+        await wait_until(converged, 60, "the moved replica to converge", cluster.logs)
+        assert checksum(replica, "shop.items") == checksum(primary, "shop.items")
     finally:
         cluster.stop()
         replica.cleanup()
