@@ -12,7 +12,7 @@ from agent.binlog_events import FORMAT_DESCRIPTION, GTID, TransactionGrouper
 from agent.binlog_file import read_events, read_transactions
 from agent.mariadb_local import LocalMariaDB
 from tests.mariadb.test_semisync import enable_semi_sync, stored_meta, stored_transactions
-from tests.support.cluster import Cluster, wait_until
+from tests.support.cluster import Cluster, wait_tailing, wait_until
 
 pytestmark = pytest.mark.mariadb
 
@@ -35,10 +35,7 @@ async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
     try:
         enable_semi_sync(primary)
         cluster.start()
-        leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
-        await wait_until(
-            lambda: ((cluster.agents[leader].timeline() or {}).get("primary") or {}).get(
-                "connected"), 15, "the leader to tail the primary", cluster.logs)
+        await wait_tailing(cluster)
         big = "x" * (50 << 20)
         done = threading.Event()
 

@@ -12,7 +12,13 @@ import pytest
 
 from agent.mariadb_local import LocalMariaDB, find_binary
 from tests.mariadb.test_semisync import enable_semi_sync
-from tests.support.cluster import REPLICATION_PASSWORD, REPLICATION_USER, Cluster, wait_until
+from tests.support.cluster import (
+    REPLICATION_PASSWORD,
+    REPLICATION_USER,
+    Cluster,
+    wait_tailing,
+    wait_until,
+)
 
 pytestmark = pytest.mark.mariadb
 
@@ -35,10 +41,7 @@ async def test_replication_port_with_real_and_bad_clients(tmp_path: Path) -> Non
     try:
         enable_semi_sync(primary)
         cluster.start()
-        leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
-        await wait_until(
-            lambda: ((cluster.agents[leader].timeline() or {}).get("primary") or {}).get(
-                "connected"), 15, "the leader to tail the primary", cluster.logs)
+        leader = await wait_tailing(cluster)
         primary.query("CREATE DATABASE shop")
         primary.query("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40))")
         for i in range(20):

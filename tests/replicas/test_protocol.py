@@ -63,7 +63,7 @@ def test_login_then_queries_then_dump_request() -> None:
 def test_wrong_password_is_refused_with_1045() -> None:
     s = session()
     actions = s.receive_data(login_packet("repl", "wrong"))
-    [(seq, err)] = replies([actions[0]])
+    [(_seq, err)] = replies([actions[0]])
     assert err[0] == 0xFF and struct.unpack_from("<H", err, 1)[0] == 1045
     assert b"Access denied for user 'repl'" in err and isinstance(actions[1], Close)
 

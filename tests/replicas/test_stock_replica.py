@@ -9,7 +9,13 @@ import pytest
 
 from agent.mariadb_local import LocalMariaDB
 from tests.mariadb.test_semisync import enable_semi_sync
-from tests.support.cluster import REPLICATION_PASSWORD, REPLICATION_USER, Cluster, wait_until
+from tests.support.cluster import (
+    REPLICATION_PASSWORD,
+    REPLICATION_USER,
+    Cluster,
+    wait_tailing,
+    wait_until,
+)
 
 pytestmark = pytest.mark.mariadb
 
@@ -48,10 +54,7 @@ async def test_stock_replica_follows_an_agent(tmp_path: Path) -> None:
     try:
         enable_semi_sync(primary)
         cluster.start()
-        leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
-        await wait_until(
-            lambda: ((cluster.agents[leader].timeline() or {}).get("primary") or {}).get(
-                "connected"), 15, "the leader to tail the primary", cluster.logs)
+        leader = await wait_tailing(cluster)
         primary.query("CREATE DATABASE shop")
         primary.query("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40))")
         for i in range(50):
@@ -93,10 +96,7 @@ async def test_replicas_get_committed_history_only_and_can_move_between_agents(
     try:
         enable_semi_sync(primary)
         cluster.start()
-        leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
-        await wait_until(
-            lambda: ((cluster.agents[leader].timeline() or {}).get("primary") or {}).get(
-                "connected"), 15, "the leader to tail the primary", cluster.logs)
+        leader = await wait_tailing(cluster)
         primary.query("CREATE DATABASE shop")
         primary.query("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40))")
         primary.query("INSERT INTO shop.items VALUES (1, 'one')")

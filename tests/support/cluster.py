@@ -255,3 +255,12 @@ async def wait_until(
             detail = on_fail() if on_fail else ""
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail}")
         await trio.sleep(0.05)
+
+
+async def wait_tailing(cluster: Cluster) -> str:
+    """Wait for a leader that tails the MariaDB primary; returns its id."""
+    leader: str = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
+    await wait_until(
+        lambda: ((cluster.agents[leader].timeline() or {}).get("primary") or {}).get(
+            "connected"), 15, "the leader to tail the primary", cluster.logs)
+    return leader
