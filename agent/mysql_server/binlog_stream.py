@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import walstore
 from agent.binlog_events import (
     FORMAT_DESCRIPTION,
+    GTID_LIST,
     HEADER,
     HEADER_SIZE,
     HEARTBEAT,
@@ -32,6 +33,7 @@ from agent.binlog_meta import LOG_EVENT_ARTIFICIAL_F, BinlogMeta, BinlogPosition
 from agent.transactions import TransactionAssembler
 
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
+GTID_LIST_UNTIL_REACHED = 1 << 28  # flag in a GTID_LIST's count: the UNTIL position is reached
 
 
 class DumpError(Exception):
@@ -125,6 +127,7 @@ class BinlogStream:
         self._skip: dict[int, int] = {}  # domain -> sequence number already held
         self._skip_before: BinlogPosition | None = None  # file/position mode
         self._until: dict[int, tuple[int, int]] | None = None
+        self._position_gtids: dict[int, tuple[int, int]] = {}  # per domain: newest sent or held
         self._assembler = TransactionAssembler()
 
     # ---- where to start -------------------------------------------------------------------
@@ -145,6 +148,7 @@ class BinlogStream:
                     f"the replica's position {gtid} is beyond the committed history "
                     f"(commit LSN {commit_lsn}); wait for the quorum and retry")
             self._skip[domain] = seq
+        self._position_gtids = dict(state)
         if state:
             start = min(self.store.gtid_end_lsn(f"{d}-{s}-{n}") or 0
                         for d, (s, n) in state.items())
@@ -159,8 +163,25 @@ class BinlogStream:
                 return self._begin(lsn)
         raise DumpError(f"binlog file {file_name!r} is not in this agent's history")
 
-    def set_until(self, until_text: str | None) -> None:
+    def set_until(self, until_text: str | None) -> list[bytes]:
+        """START SLAVE UNTIL master_gtid_pos: stop after these GTIDs. Returns the events that
+        end the dump at once when the replica is already there."""
         self._until = parse_gtid_state(until_text) if until_text else None
+        if self._until is None:
+            return []
+        for domain, (_server, seq) in list(self._until.items()):
+            held = self._position_gtids.get(domain)
+            if held is not None and held[1] >= seq:
+                del self._until[domain]
+        return [self.until_reached_event()] if not self._until else []
+
+    def until_reached_event(self) -> bytes:
+        """The artificial GTID_LIST that tells the replica its UNTIL position is reached:
+        its I/O thread stops on it, its SQL thread after applying everything before it."""
+        gtids = sorted(self._position_gtids.items())
+        body = struct.pack("<I", len(gtids) | GTID_LIST_UNTIL_REACHED) + b"".join(
+            struct.pack("<IIQ", domain, server, seq) for domain, (server, seq) in gtids)
+        return make_event(GTID_LIST, self.server_id, body, log_pos=self.position)
 
     def _begin(self, lsn: int) -> list[bytes]:
         point = self._context_at(lsn)
@@ -239,6 +260,7 @@ class BinlogStream:
             domain, server, seq = gtid_parts(gtid)
             if domain in self._skip and seq <= self._skip[domain]:
                 continue
+            self._position_gtids[domain] = (server, seq)
             events = split_events(data)
             last = Event.parse(events[-1])
             if self._skipped(self.file_name, last.next_pos):
@@ -248,10 +270,11 @@ class BinlogStream:
             self.position = last.next_pos or self.position
             self.last_gtid = gtid
             if self._reached_until(domain, server, seq):
+                out.append(self.until_reached_event())
                 break
         self.events_sent += len(out)
         self.bytes_sent += size
-        return out, self._until == {}
+        return out, self.until_done
 
     def _skipped(self, file_name: str, next_pos: int) -> bool:
         if self._skip_before is None:
@@ -260,6 +283,10 @@ class BinlogStream:
             return True
         self._skip_before = None  # reached: everything after is sent
         return False
+
+    @property
+    def until_done(self) -> bool:
+        return self._until == {}
 
     def _reached_until(self, domain: int, server: int, seq: int) -> bool:
         if self._until is None or domain not in self._until:

@@ -157,7 +157,7 @@ class ReplicationServer:
             else:
                 info.mode = "position"
                 start = binlog.start_by_position(request.file_name, request.position)
-            binlog.set_until(request.until_gtid)
+            start += binlog.set_until(request.until_gtid)
         except DumpError as exc:
             self.status.errors += 1
             log.warning("replica %s (server id %d): %s", info.peer, request.server_id, exc)
@@ -168,6 +168,9 @@ class ReplicationServer:
                  request.server_id, info.mode, request.gtid_state or
                  f"{request.file_name}:{request.position}")
         await self._send_events(stream, writer, start)
+        if request.until_gtid and binlog.until_done:
+            await self._send(stream, writer.frame(packets.eof_packet()))
+            return
         period = request.heartbeat_period or DEFAULT_HEARTBEAT
         while True:
             commit = self.node.commit_lsn

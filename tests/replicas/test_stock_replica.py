@@ -159,3 +159,39 @@ async def test_replicas_get_committed_history_only_and_can_move_between_agents(
         cluster.stop()
         replica.cleanup()
         primary.cleanup()
+
+
+async def test_start_slave_until_master_gtid_pos_stops_exactly_there(tmp_path: Path) -> None:
+    primary = LocalMariaDB(tmp_path / "primary").start()
+    replica = LocalMariaDB(tmp_path / "replica", server_id=22).start()
+    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port,
+                      serve_replicas=True)
+    try:
+        enable_semi_sync(primary)
+        cluster.start()
+        leader = await wait_tailing(cluster)
+        primary.query("CREATE DATABASE shop")
+        primary.query("CREATE TABLE shop.items (id INT PRIMARY KEY)")
+        gtids = []
+        for i in range(10):
+            primary.query("INSERT INTO shop.items VALUES (%s)", i)
+            gtids.append(primary.query("SELECT @@gtid_binlog_pos")[0][0])
+        until = gtids[4]
+        replica.query(
+            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', "
+            f"MASTER_PORT={cluster.agents[leader].mysql_port}, MASTER_USER='{REPLICATION_USER}', "
+            f"MASTER_PASSWORD='{REPLICATION_PASSWORD}', MASTER_USE_GTID=slave_pos")
+        replica.query(f"START SLAVE UNTIL master_gtid_pos = '{until}'")
+
+        def stopped() -> bool:
+            status = slave_status(replica)
+            assert not status.get("Last_IO_Error"), status.get("Last_IO_Error")
+            return status.get("Slave_SQL_Running") == "No"
+
+        await wait_until(stopped, 60, "the replica to stop at its UNTIL position", cluster.logs)
+        assert replica.query("SELECT @@gtid_slave_pos")[0][0] == until
+        assert replica.query("SELECT COUNT(*) FROM shop.items")[0][0] == 5
+    finally:
+        cluster.stop()
+        replica.cleanup()
+        primary.cleanup()
