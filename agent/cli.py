@@ -47,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     status.set_defaults(handler=_lazy("agent.status_cli:main"))
 
+    restore = sub.add_parser(
+        "restore", help="committed history up to a GTID or a time, as binlog files")
+    restore.add_argument("--timeline", default=None, help="refuse an agent serving another")
+    target = restore.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-gtid", default=None, help="stop after this GTID, e.g. 0-1-42")
+    target.add_argument("--to-time", default=None,
+                        help="stop before the first commit after this time (UTC)")
+    restore.add_argument("--out", required=True, help="an empty directory for the files")
+    restore.add_argument("--config", default=None,
+                         help="an agent's config: its listen_mysql and [replication] user")
+    restore.add_argument("--from", dest="source", default=None,
+                         help="an agent's replication port, HOST:PORT (default 127.0.0.1:3307)")
+    restore.add_argument("--user", default=None)
+    restore.add_argument("--password", default=None)
+    restore.set_defaults(handler=_lazy("agent.restore:main"))
+
     demo = sub.add_parser("demo", help="run the end-to-end demo on this machine")
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
     demo.add_argument("--transactions", type=int, default=None, help="how many to write")

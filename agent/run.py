@@ -95,7 +95,8 @@ class Agent:
                 if config.listen_mysql is not None:
                     self.replication = ReplicationServer(
                         config.listen_mysql, config.replication, self.node, self.store,
-                        config.replication.server_id or derived_server_id(config.node_id))
+                        config.replication.server_id or derived_server_id(config.node_id),
+                        config.mariadb.timeline)
                     await nursery.start(self.replication.run)
                 if config.mariadb.enabled:
                     self.source = MariaDBSource(config.mariadb, config.node_id, self.node,

@@ -49,6 +49,7 @@ class QueryContext:
     server_id: int
     server_version: str
     gtid_binlog_pos: str  # the committed GTID position, for @@gtid_binlog_pos
+    timeline: str = "main"
     user_vars: dict[str, str] = field(default_factory=dict)
 
 
@@ -98,6 +99,7 @@ def _system_variable(name: str, ctx: QueryContext) -> str | None:
         "binlog_format": "ROW",
         "version": ctx.server_version,
         "version_comment": "Binkeeper",
+        "binkeeper_timeline": ctx.timeline,
         "gtid_binlog_pos": ctx.gtid_binlog_pos,
         "gtid_current_pos": ctx.gtid_binlog_pos,
         "gtid_strict_mode": "1",

@@ -71,7 +71,8 @@ class ReplicationServerStatus:
 
 class ReplicationServer:
     def __init__(self, listen: Address, config: ReplicationConfig, node: TimelineNode,
-                 store: walstore.WalStore, server_id: int) -> None:
+                 store: walstore.WalStore, server_id: int, timeline: str = "main") -> None:
+        self.timeline = timeline
         self.listen = listen
         self.config = config
         self.node = node
@@ -121,7 +122,7 @@ class ReplicationServer:
     async def _converse(self, stream: trio.SocketStream, connection_id: int,
                         info: ReplicaInfo) -> None:
         context = QueryContext(server_id=self.server_id, server_version=SERVER_VERSION,
-                               gtid_binlog_pos=self._committed_gtids())
+                               gtid_binlog_pos=self._committed_gtids(), timeline=self.timeline)
         session = Session(user=self.config.user, password=self.config.password,
                           context=context, connection_id=connection_id)
         await self._send(stream, session.greeting())
