@@ -1,0 +1,179 @@
+"""Serving replicas: a fresh MariaDB replica catching up the same committed binlog from an
+agent and from the primary itself, and 10 readers at once (mariadb-binlog
+--read-from-remote-server), in one run on the same data."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.binlog_file import read_events
+from agent.mariadb_local import LocalMariaDB, find_binary
+from bench.report import markdown_table, record
+from bench.semisync_bench import SEMI_SYNC_MASTER, cpu_seconds, wait_for
+from tests.support.cluster import REPLICATION_PASSWORD, REPLICATION_USER, Cluster
+
+REPO = Path(__file__).resolve().parent.parent
+ROW_KIB = 512
+
+
+def load(primary: LocalMariaDB, megabytes: int, writers: int = 4) -> None:
+    primary.query("CREATE DATABASE IF NOT EXISTS bulk")
+    primary.query("CREATE TABLE bulk.t (id INT AUTO_INCREMENT PRIMARY KEY, v LONGTEXT)")
+    per_writer = max(1, megabytes * 1024 // ROW_KIB // writers)
+
+    def write() -> None:
+        conn = primary.connect()
+        try:
+            with conn.cursor() as cursor:
+                for _ in range(per_writer):
+                    cursor.execute("INSERT INTO bulk.t (v) SELECT REPEAT(SHA2(RAND(), 256), %s)",
+                                   (ROW_KIB * 1024 // 64,))
+                    conn.commit()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=write) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def catch_up(root: Path, name: str, port: int, user: str, password: str,
+             final_gtid: str, last_file: str, last_pos: int) -> dict[str, float]:
+    with LocalMariaDB(root / name, server_id=50 + len(name) + int(time.time()) % 1000,
+                      extra_args=["--max-allowed-packet=256M"]) as replica:
+        started = time.perf_counter()
+        replica.query(f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, "
+                      f"MASTER_USER='{user}', MASTER_PASSWORD='{password}', "
+                      "MASTER_USE_GTID=slave_pos")
+        replica.query("START SLAVE")
+
+        def received() -> bool:
+            conn = replica.connect()
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute("SHOW SLAVE STATUS")
+                    row = cursor.fetchone()
+                    names = [d[0] for d in cursor.description or ()]
+            finally:
+                conn.close()
+            status = dict(zip(names, row or (), strict=False))
+            if status.get("Last_IO_Error"):
+                raise RuntimeError(str(status["Last_IO_Error"]))
+            return (status.get("Master_Log_File") == last_file
+                    and int(status.get("Read_Master_Log_Pos") or 0) >= last_pos)
+
+        wait_for(received, 1800)
+        receive = time.perf_counter() - started
+        wait_for(lambda: replica.query("SELECT @@gtid_slave_pos")[0][0] == final_gtid, 3600)
+        applied = time.perf_counter() - started
+    return {"receive_s": receive, "apply_s": applied}
+
+
+def readers(port: int, user: str, password: str, first_file: str, count: int) -> float:
+    """COUNT concurrent mariadb-binlog readers of the whole history; wall seconds."""
+    command = [find_binary("mariadb-binlog"), "--read-from-remote-server", "--host=127.0.0.1",
+               f"--port={port}", f"--user={user}", f"--password={password}", "--to-last-log",
+               "--raw", "--result-file=/dev/null/", first_file]
+    started = time.perf_counter()
+    procs = []
+    for index in range(count):
+        out = Path(tempfile.mkdtemp(prefix=f"reader{index}-", dir=REPO / "bench" / "out"))
+        procs.append(subprocess.Popen(command[:-2] + [f"--result-file={out}/", first_file],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    for proc in procs:
+        _out, err = proc.communicate(timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(err.decode(errors="replace"))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--megabytes", type=int, default=1024)
+    parser.add_argument("--readers", type=int, default=10)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    (REPO / "bench" / "out").mkdir(exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="catchup-", dir=REPO / "bench" / "out"))
+    primary = LocalMariaDB(root / "primary", extra_args=SEMI_SYNC_MASTER + [
+        "--max-allowed-packet=256M"]).start()
+    cluster = Cluster(root / "agents", 3, use_proxies=False, mariadb_port=primary.port,
+                      serve_replicas=True)
+    try:
+        cluster.start()
+        wait_for(lambda: (leader := cluster.leader()) is not None and (
+            (cluster.agents[leader].timeline() or {}).get("primary") or {}).get("connected"), 30)
+        started = time.perf_counter()
+        load(primary, args.megabytes)
+        load_s = time.perf_counter() - started
+        wait_for(cluster.converged, 600)
+        files = primary.binlog_files()
+        total = sum(p.stat().st_size for p in files)
+        events = sum(1 for p in files for _ in read_events(p))
+        final_gtid = primary.query("SELECT @@gtid_binlog_pos")[0][0]
+        last_file, last_pos = primary.query("SHOW MASTER STATUS")[0][:2]
+        leader = cluster.leader()
+        agent_name = next(n for n in cluster.agents if n != leader)
+        agent = cluster.agents[agent_name]
+        agent_port = agent.mysql_port or 0
+        print(f"binlog: {total / 1e6:.0f} MB, {events} events, {len(files)} files; "
+              f"loaded through the quorum in {load_s:.1f} s", flush=True)
+
+        rows: list[list[Any]] = []
+        results = {}
+        for label, port, user, password in (
+            ("primary", primary.port, "root", ""),
+            (f"agent {agent_name}", agent_port, REPLICATION_USER, REPLICATION_PASSWORD),
+        ):
+            result = catch_up(root, "replica-of-" + label.split()[0], port, user, password, final_gtid,
+                              last_file, int(last_pos))
+            results[label] = result
+            rows.append([f"1 fresh replica from the {label}",
+                         f"{total / 1e6 / result['receive_s']:.0f} MB/s "
+                         f"({result['receive_s']:.1f} s)",
+                         f"{result['apply_s']:.1f} s", "-"])
+            print(rows[-1], flush=True)
+        for label, port, user, password, pid in (
+            ("primary", primary.port, "root", "", None),
+            (f"agent {agent_name}", agent_port, REPLICATION_USER, REPLICATION_PASSWORD,
+             agent.process.pid if agent.process else None),
+        ):
+            cpu_before = cpu_seconds(pid) if pid else 0.0
+            wall = readers(port, user, password, files[0].name, args.readers)
+            cpu = (cpu_seconds(pid) - cpu_before) if pid else None
+            served = total * args.readers
+            rows.append([f"{args.readers} mariadb-binlog readers from the {label}",
+                         f"{served / 1e6 / wall:.0f} MB/s, {events * args.readers / wall:,.0f} "
+                         f"events/s ({wall:.1f} s)", "-",
+                         f"{cpu / (served / 1e6):.3f} s/MB" if cpu is not None else "-"])
+            print(rows[-1], flush=True)
+        first = results["primary"]["receive_s"]
+        second = results[f"agent {agent_name}"]["receive_s"]
+        ratio = first / second
+        table = markdown_table(
+            ["case", "received (binlog MB/s)", "applied by the replica", "agent CPU per MB served"],
+            rows)
+        table += (f"\n\nAgent / primary catch-up speed (receiving): {ratio:.2f} (target ≥ 0.8). "
+                  f"Binlog: {total / 1e6:.0f} MB in {len(files)} files, {events} events of "
+                  f"{ROW_KIB} KiB-row inserts, written through the 3-agent quorum in "
+                  f"{load_s:.1f} s.")
+        print(table)
+        if not args.no_record:
+            record("replica_catchup", "Serving replicas: catch-up from an agent vs the primary",
+                   f".venv/bin/python -m bench.replica_catchup_bench --megabytes "
+                   f"{args.megabytes}", table)
+    finally:
+        cluster.stop()
+        primary.cleanup()
+
+
+if __name__ == "__main__":
+    main()
