@@ -88,14 +88,16 @@ def fde_for_dump(raw: bytes) -> bytes:
     return head + body + struct.pack("<I", zlib.crc32(head + body))
 
 
-def split_events(data: bytes) -> list[bytes]:
+def split_events(data: bytes) -> list[memoryview]:
+    """The events of a stored transaction, as views (no copies)."""
+    view = memoryview(data)
     events = []
     offset = 0
     while offset < len(data):
         length = struct.unpack_from("<I", data, offset + 9)[0]
         if length < HEADER_SIZE or offset + length > len(data):
             raise DumpError(f"stored transaction has a bad event length {length}")
-        events.append(data[offset : offset + length])
+        events.append(view[offset : offset + length])
         offset += length
     return events
 
@@ -233,10 +235,10 @@ class BinlogStream:
 
     # ---- the events -----------------------------------------------------------------------
 
-    def read(self, commit_lsn: int, max_bytes: int) -> tuple[list[bytes], bool]:
+    def read(self, commit_lsn: int, max_bytes: int) -> tuple[list[bytes | memoryview], bool]:
         """Events from the committed records after the last read, about MAX_BYTES of them.
         Returns (events, reached_until)."""
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         if self.lsn >= commit_lsn:
             return out, False
         size = 0
@@ -262,12 +264,12 @@ class BinlogStream:
                 continue
             self._position_gtids[domain] = (server, seq)
             events = split_events(data)
-            last = Event.parse(events[-1])
-            if self._skipped(self.file_name, last.next_pos):
+            last_next_pos = HEADER.unpack_from(events[-1])[4]
+            if self._skipped(self.file_name, last_next_pos):
                 continue
             out.extend(events)
             size += len(data)
-            self.position = last.next_pos or self.position
+            self.position = last_next_pos or self.position
             self.last_gtid = gtid
             if self._reached_until(domain, server, seq):
                 out.append(self.until_reached_event())

@@ -80,6 +80,18 @@ class PacketWriter:
     def __init__(self, seq: int = 0) -> None:
         self.seq = seq
 
+    def frame_into(self, out: bytearray, prefix: bytes, payload: bytes | memoryview) -> None:
+        """Append PREFIX + PAYLOAD as packets to OUT, copying the payload once."""
+        size = len(prefix) + len(payload)
+        if size >= MAX_CHUNK:
+            out += self.frame(prefix + bytes(payload))
+            return
+        out += struct.pack("<I", size)[:3]
+        out.append(self.seq)
+        out += prefix
+        out += payload
+        self.seq = (self.seq + 1) % 256
+
     def frame(self, payload: bytes) -> bytes:
         out = []
         view = memoryview(payload)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,10 +202,14 @@ class ReplicationServer:
                 await self._send_events(stream, writer, [binlog.heartbeat()])
 
     async def _send_events(self, stream: trio.SocketStream, writer: PacketWriter,
-                           events: list[bytes]) -> None:
-        await self._send(stream, b"".join(writer.frame(b"\x00" + e) for e in events))
+                           events: Sequence[bytes | memoryview]) -> None:
+        out = bytearray()
+        for event in events:
+            writer.frame_into(out, b"\x00", event)
+        await self._send(stream, out)
 
     @staticmethod
-    async def _send(stream: trio.SocketStream, data: bytes) -> None:
+    async def _send(stream: trio.SocketStream, data: bytes | bytearray) -> None:
         with trio.fail_after(SEND_TIMEOUT):
             await stream.send_all(data)
+

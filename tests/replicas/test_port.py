@@ -37,7 +37,7 @@ def remote_binlog(port: int, user: str, password: str, file_name: str) -> str:
 async def test_replication_port_with_real_and_bad_clients(tmp_path: Path) -> None:
     primary = LocalMariaDB(tmp_path / "primary").start()
     cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port,
-                      serve_replicas=True)
+                      serve_replicas=True, replication={"max_connections": 55})
     try:
         enable_semi_sync(primary)
         cluster.start()
@@ -71,6 +71,21 @@ async def test_replication_port_with_real_and_bad_clients(tmp_path: Path) -> Non
                 sock.shutdown(socket.SHUT_WR)
                 while sock.recv(4096):
                     pass  # the agent answers with an error or just closes; it never hangs
+
+        # Beyond max_connections: the usual "Too many connections", the others unharmed.
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(55)]
+        try:
+            for sock in idle:
+                assert sock.recv(4096)[4] == 10  # each got a greeting (protocol 10)
+            with pytest.raises(pymysql.err.OperationalError) as refused:
+                pymysql.connect(host="127.0.0.1", port=port, user=REPLICATION_USER,
+                                password=REPLICATION_PASSWORD)
+            assert refused.value.args[0] == 1040
+        finally:
+            for sock in idle:
+                sock.close()
+        await wait_until(lambda: (cluster.agents[leader].timeline() or {})["replication"][
+            "connections"] == 0, 15, "the idle connections to be gone", cluster.logs)
 
         # 50 replicas at once, each reading the whole file.
         with ThreadPoolExecutor(50) as pool:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.mariadb_local import LocalMariaDB
+from agent.workload import Workload
 from tests.mariadb.test_semisync import enable_semi_sync
 from tests.support.cluster import (
     REPLICATION_PASSWORD,
@@ -46,39 +47,57 @@ def checksum(db: LocalMariaDB, table: str) -> int:
     return int(db.query(f"CHECKSUM TABLE {table}")[0][1])
 
 
-async def test_stock_replica_follows_an_agent(tmp_path: Path) -> None:
+async def test_two_replicas_follow_agents_under_load_and_a_leader_kill(tmp_path: Path) -> None:
     primary = LocalMariaDB(tmp_path / "primary").start()
-    replica = LocalMariaDB(tmp_path / "replica", server_id=22).start()
+    replicas = [LocalMariaDB(tmp_path / f"replica{i}", server_id=20 + i).start()
+                for i in range(2)]
     cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port,
                       serve_replicas=True)
     try:
         enable_semi_sync(primary)
         cluster.start()
         leader = await wait_tailing(cluster)
-        primary.query("CREATE DATABASE shop")
-        primary.query("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40))")
-        for i in range(50):
-            primary.query("INSERT INTO shop.items VALUES (%s, %s)", i, f"item {i}")
-        follower = next(n for n in cluster.agents if n != leader)
-        point_replica(replica, cluster.agents[follower].mysql_port or 0)
+        workload = Workload(primary.connect, seed=7, accounts=50)
+        workload.setup()
+        # Replicas on agents B and C; the leader (A) tails the primary and is killed mid-load.
+        followers = [n for n in cluster.agents if n != leader]
+        for replica, agent in zip(replicas, followers, strict=True):
+            point_replica(replica, cluster.agents[agent].mysql_port or 0)
+        stop = threading.Event()
+        writer = threading.Thread(target=workload.run, args=(10_000,), kwargs={"stop": stop},
+                                  daemon=True)
+        writer.start()
+        await wait_until(lambda: len(workload.history.acked) >= 100, 60, "writes", cluster.logs)
+        cluster.agents[leader].kill()
+        new_leader = await wait_tailing(cluster)
+        assert new_leader != leader
+        acked = len(workload.history.acked)
+        await wait_until(lambda: len(workload.history.acked) >= acked + 100, 60,
+                         "writes under the new leader", cluster.logs)
+        stop.set()
+        writer.join(60)
         target = primary.query("SELECT @@gtid_binlog_pos")[0][0]
 
-        def caught_up() -> bool:
+        def caught_up(replica: LocalMariaDB) -> bool:
             status = slave_status(replica)
             assert not status.get("Last_IO_Error"), status.get("Last_IO_Error")
             assert not status.get("Last_SQL_Error"), status.get("Last_SQL_Error")
             return replica.query("SELECT @@gtid_slave_pos")[0][0] == target
 
-        await wait_until(caught_up, 60, f"the replica to reach {target}", cluster.logs)
-        assert checksum(replica, "shop.items") == checksum(primary, "shop.items")
-        status = slave_status(replica)
-        # the primary's own coordinates: the same file names and positions
-        primary_file, primary_pos = primary.query("SHOW MASTER STATUS")[0][:2]
-        assert status["Master_Log_File"] == primary_file
-        assert int(status["Read_Master_Log_Pos"]) == int(primary_pos)  # type: ignore[call-overload]
+        for replica in replicas:
+            await wait_until(lambda r=replica: caught_up(r), 120,  # type: ignore[misc]
+                             f"replica {replica.server_id} to reach {target}", cluster.logs)
+            for table in ("shop.accounts", "shop.orders", "shop.ledger"):
+                assert checksum(replica, table) == checksum(primary, table), table
+            # the primary's own coordinates: the same file names and positions
+            status = slave_status(replica)
+            primary_file, primary_pos = primary.query("SHOW MASTER STATUS")[0][:2]
+            assert status["Master_Log_File"] == primary_file
+            assert int(str(status["Read_Master_Log_Pos"])) == int(primary_pos)
     finally:
         cluster.stop()
-        replica.cleanup()
+        for replica in replicas:
+            replica.cleanup()
         primary.cleanup()
 
 

@@ -117,6 +117,7 @@ class Cluster:
         mariadb_port: int | None = None,
         preferred_leader: str | None = None,
         serve_replicas: bool = False,
+        replication: dict[str, int] | None = None,
     ) -> None:
         self.root = root
         ids = [f"a{i + 1}" for i in range(size)]
@@ -171,6 +172,7 @@ class Cluster:
             if agent.mysql_port is not None:
                 lines += ["[replication]", f'user = "{REPLICATION_USER}"',
                           f'password = "{REPLICATION_PASSWORD}"']
+                lines += [f"{key} = {value}" for key, value in (replication or {}).items()]
             if consensus:
                 lines.append("[consensus]")
                 lines += [f"{key} = {value}" for key, value in consensus.items()]
