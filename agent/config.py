@@ -55,6 +55,7 @@ class ReplicationConfig:
     password: str = ""
     server_id: int = 0  # the server id replicas see; 0: derived from node_id
     max_connections: int = 100
+    send_timeout: int = 60  # seconds a replica may take no data before it is disconnected
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ def parse_config(data: dict[str, Any]) -> Config:
             max_connections=_positive(
                 _take(rep, "max_connections", "replication.", int,
                       defaults_r.max_connections), "replication.max_connections"),
+            send_timeout=_positive(
+                _take(rep, "send_timeout", "replication.", int, defaults_r.send_timeout),
+                "replication.send_timeout"),
         )
         if not replication.user:
             raise ConfigError("replication.user: must not be empty")

@@ -254,6 +254,11 @@ class BinlogStream:
                     continue
                 out.append(without_in_use(meta.event.raw))
                 size += len(meta.event.raw)
+                if meta.event.type_code == ROTATE:
+                    # Like the server, each new file starts with an artificial ROTATE naming
+                    # it (a reader of one file, e.g. mariadb-binlog, stops there).
+                    out.append(make_event(ROTATE, self.server_id,
+                                          struct.pack("<Q", 4) + self.file_name.encode()))
                 continue
             transaction = self._assembler.feed(record)
             if transaction is None:

@@ -35,7 +35,6 @@ log = logging.getLogger("binkeeper.replicas")
 
 SERVER_VERSION = "5.5.5-10.11.99-MariaDB-binkeeper"
 HANDSHAKE_TIMEOUT = 10.0
-SEND_TIMEOUT = 60.0  # a replica that takes no bytes for this long is dropped
 READ_BYTES = 256 << 10  # records read from the log per send
 DEFAULT_HEARTBEAT = 30.0
 BINLOG_DUMP_NON_BLOCK = 0x01
@@ -62,11 +61,12 @@ class ReplicationServerStatus:
     connections: int = 0
     refused: int = 0
     errors: int = 0
+    dropped_slow: int = 0  # replicas that took no data for send_timeout seconds
     replicas: dict[int, ReplicaInfo] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"connections": self.connections, "refused": self.refused,
-                "errors": self.errors,
+                "errors": self.errors, "dropped_slow": self.dropped_slow,
                 "replicas": [r.as_dict() for r in self.replicas.values()]}
 
 
@@ -115,7 +115,13 @@ class ReplicationServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
             except trio.TooSlowError:
-                log.info("replica %s: dropped, it took no data for %.0f s", peer, SEND_TIMEOUT)
+                log.info("replica %s: dropped, it took no data for %.0f s", peer,
+                         self.config.send_timeout)
+                self.status.dropped_slow += 1
+            except Exception:
+                # One connection's failure never takes the port (or the agent) down.
+                self.status.errors += 1
+                log.exception("replica %s: connection failed", peer)
             finally:
                 self.status.connections -= 1
                 del self.status.replicas[connection_id]
@@ -178,9 +184,12 @@ class ReplicationServer:
             commit = self.node.commit_lsn
             try:
                 events, done = binlog.read(commit, READ_BYTES)
-            except DumpError as exc:
+            except (DumpError, walstore.WalError) as exc:
+                # e.g. a record that fails its checksum: never served, the replica told why
+                self.status.errors += 1
+                log.error("replica %s: cannot serve: %s", info.peer, exc)
                 await self._send(stream, writer.frame(packets.err_packet(
-                    ER_MASTER_FATAL_ERROR_READING_BINLOG, str(exc))))
+                    ER_MASTER_FATAL_ERROR_READING_BINLOG, f"cannot read the history: {exc}")))
                 return
             if events:
                 await self._send_events(stream, writer, events)
@@ -208,8 +217,7 @@ class ReplicationServer:
             writer.frame_into(out, b"\x00", event)
         await self._send(stream, out)
 
-    @staticmethod
-    async def _send(stream: trio.SocketStream, data: bytes | bytearray) -> None:
-        with trio.fail_after(SEND_TIMEOUT):
+    async def _send(self, stream: trio.SocketStream, data: bytes | bytearray) -> None:
+        with trio.fail_after(self.config.send_timeout):
             await stream.send_all(data)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,7 +38,8 @@ def remote_binlog(port: int, user: str, password: str, file_name: str) -> str:
 async def test_replication_port_with_real_and_bad_clients(tmp_path: Path) -> None:
     primary = LocalMariaDB(tmp_path / "primary").start()
     cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port,
-                      serve_replicas=True, replication={"max_connections": 55})
+                      serve_replicas=True,
+                      replication={"max_connections": 55, "send_timeout": 2})
     try:
         enable_semi_sync(primary)
         cluster.start()
@@ -95,6 +97,27 @@ async def test_replication_port_with_real_and_bad_clients(tmp_path: Path) -> Non
         assert all(out == from_primary for out in outputs)
         status = cluster.agents[leader].timeline() or {}
         assert status["replication"]["connections"] == 0
+
+        # A replica that stops reading is dropped after send_timeout; nothing is buffered
+        # for it and everyone else is served meanwhile. (20 MB of history: more than the
+        # socket buffers hold.)
+        primary.query("FLUSH BINARY LOGS")
+        primary.query("CREATE TABLE shop.big (id INT PRIMARY KEY, v LONGTEXT)")
+        for i in range(20):
+            primary.query("INSERT INTO shop.big SELECT %s, REPEAT(SHA2(RAND(), 256), 16384)", i)
+        await wait_until(cluster.converged, 30, "all agents to converge", cluster.logs)
+        stuck = pymysql.connect(host="127.0.0.1", port=port, user=REPLICATION_USER,
+                                password=REPLICATION_PASSWORD)
+        try:
+            stuck._next_seq_id = 0
+            stuck.write_packet(b"\x12" + struct.pack("<IHI", 4, 0, 77) + first_file.encode())
+            assert remote_binlog(port, REPLICATION_USER, REPLICATION_PASSWORD,
+                                 first_file) == remote_binlog(primary.port, "root", "",
+                                                              first_file)
+            await wait_until(lambda: (cluster.agents[leader].timeline() or {})["replication"][
+                "dropped_slow"] == 1, 30, "the stuck replica to be dropped", cluster.logs)
+        finally:
+            stuck.close()
         assert cluster.agents[leader].alive
     finally:
         cluster.stop()
