@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--to-gtid", default=None, help="stop after this GTID, e.g. 0-1-42")
     target.add_argument("--to-time", default=None,
                         help="stop before the first commit after this time (UTC)")
-    restore.add_argument("--out", required=True, help="an empty directory for the files")
+    destination = restore.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--out", default=None, help="an empty directory for the files")
+    destination.add_argument(
+        "--target", default=None,
+        help="replay into this server: mysql://USER[:PASSWORD]@HOST[:PORT]")
     restore.add_argument("--config", default=None,
                          help="an agent's config: its listen_mysql and [replication] user")
     restore.add_argument("--from", dest="source", default=None,

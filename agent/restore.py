@@ -4,7 +4,8 @@ The restore is a client of the agent's replication port (`listen_mysql`), so it 
 access to the agent's disk and gets exactly what a replica would: committed transactions
 only, in the primary's file structure. It dumps from the beginning of the timeline and
 stops after `--to-gtid` (the server's own UNTIL handling) or before the first transaction
-committed after `--to-time`. Replay with `mariadb-binlog DIR/* | mariadb`.
+committed after `--to-time`. Replay with `mariadb-binlog DIR/* | mariadb`, or give
+`--target mysql://…` and the restore does exactly that itself from a temporary directory.
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import struct
+import subprocess
 import sys
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 import pymysql
@@ -22,6 +28,7 @@ from agent.binlog_events import GTID, GTID_LIST, HEARTBEAT, ROTATE, Event, Trans
 from agent.binlog_meta import LOG_EVENT_ARTIFICIAL_F
 from agent.binlog_writer import BinlogDirWriter, BinlogWriterError
 from agent.config import ConfigError, load_config
+from agent.mariadb_local import find_binary
 from agent.mysql_server.binlog_stream import GTID_LIST_UNTIL_REACHED
 from agent.tailer import ReplicationStream
 
@@ -48,6 +55,54 @@ def parse_time(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp())
+
+
+@dataclass(frozen=True)
+class TargetServer:
+    host: str
+    port: int
+    user: str
+    password: str
+
+    @classmethod
+    def parse(cls, url: str) -> TargetServer:
+        """mysql://USER[:PASSWORD]@HOST[:PORT]; the password may be %-encoded."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
+            raise RestoreError(f"--target: {url!r} is not mysql://USER[:PASSWORD]@HOST[:PORT]")
+        try:
+            port = parts.port or 3306
+        except ValueError as exc:
+            raise RestoreError(f"--target: {url!r} has a bad port") from exc
+        if parts.path not in ("", "/"):
+            raise RestoreError("--target: name no database; the binlog names its own")
+        return cls(parts.hostname, port, urllib.parse.unquote(parts.username or "root"),
+                   urllib.parse.unquote(parts.password or ""))
+
+
+def replay_into(files: list[Path], target: TargetServer) -> None:
+    """`mariadb-binlog FILES | mariadb`: the replay the binlog tools themselves define."""
+    with tempfile.TemporaryFile() as decoder_errors:  # a file, so a chatty decoder never blocks
+        decoder = subprocess.Popen([find_binary("mariadb-binlog"), *map(str, files)],
+                                   stdout=subprocess.PIPE, stderr=decoder_errors)
+        assert decoder.stdout is not None
+        try:
+            client = subprocess.run(
+                [find_binary("mariadb"), f"--host={target.host}", f"--port={target.port}",
+                 f"--user={target.user}", "--batch", "--protocol=TCP"],
+                stdin=decoder.stdout, capture_output=True, text=True,
+                env={**os.environ, "MYSQL_PWD": target.password})
+        finally:
+            decoder.stdout.close()
+            decoder_status = decoder.wait()
+        decoder_errors.seek(0)
+        decoder_message = decoder_errors.read().decode(errors="replace").strip()
+    if client.returncode != 0:
+        raise RestoreError(f"replay into {target.host}:{target.port} failed "
+                           f"(what was applied before the error stays): "
+                           f"{client.stderr.strip()}")
+    if decoder_status != 0:
+        raise RestoreError(f"mariadb-binlog failed: {decoder_message}")
 
 
 def restore(host: str, port: int, user: str, password: str, out: Path, *,
@@ -142,20 +197,33 @@ def main(args: argparse.Namespace) -> int:
     if args.source:
         host, _, port_text = args.source.rpartition(":")
         port = int(port_text)
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"binkeeper restore: {out} is not empty", file=sys.stderr)
-        return 2
     try:
+        target = TargetServer.parse(args.target) if args.target else None
         to_time = parse_time(args.to_time) if args.to_time else None
-        files, last = restore(host, port, user or "repl", password or "", out,
-                              timeline=args.timeline, to_gtid=args.to_gtid, to_time=to_time)
-    except (RestoreError, BinlogWriterError) as exc:
+    except RestoreError as exc:
         print(f"binkeeper restore: {exc}", file=sys.stderr)
-        return 1
-    except pymysql.err.MySQLError as exc:
-        print(f"binkeeper restore: cannot read from {host}:{port}: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    with tempfile.TemporaryDirectory(prefix="binkeeper-restore-") as scratch:
+        out = Path(args.out) if args.out else Path(scratch) / "binlogs"
+        if out.exists() and any(out.iterdir()):
+            print(f"binkeeper restore: {out} is not empty", file=sys.stderr)
+            return 2
+        try:
+            files, last = restore(host, port, user or "repl", password or "", out,
+                                  timeline=args.timeline, to_gtid=args.to_gtid,
+                                  to_time=to_time)
+            if target is not None:
+                replay_into(files, target)
+        except (RestoreError, BinlogWriterError) as exc:
+            print(f"binkeeper restore: {exc}", file=sys.stderr)
+            return 1
+        except pymysql.err.MySQLError as exc:
+            print(f"binkeeper restore: cannot read from {host}:{port}: {exc}", file=sys.stderr)
+            return 1
+        if target is not None:
+            print(f"replayed {len(files)} binlog file(s) into {target.host}:{target.port}, "
+                  f"up to GTID {last}")
+            return 0
     print(f"wrote {len(files)} binlog file(s) to {out}, up to GTID {last}")
     for path in files:
         print(f"  {path}")

@@ -76,6 +76,31 @@ async def test_restore_to_gtid_and_to_time(tmp_path: Path) -> None:
                 count, top = empty.query("SELECT COUNT(*), MAX(id) FROM shop.items")[0]
                 assert (count, top) == (rows, rows - 1)
 
+        # --target: the restore replays into a server itself (no files left behind).
+        with LocalMariaDB(tmp_path / "empty-target", server_id=4) as empty:
+            result = subprocess.run(
+                [sys.executable, "-m", "agent", "restore", "--from", f"127.0.0.1:{port}",
+                 "--user", REPLICATION_USER, "--password", REPLICATION_PASSWORD,
+                 "--to-gtid", gtids[16], "--target", f"mysql://root@127.0.0.1:{empty.port}"],
+                capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, result.stderr
+            assert f"up to GTID {gtids[16]}" in result.stdout
+            assert empty.query("SELECT COUNT(*), MAX(id) FROM shop.items")[0] == (17, 16)
+            refused = subprocess.run(
+                [sys.executable, "-m", "agent", "restore", "--from", f"127.0.0.1:{port}",
+                 "--user", REPLICATION_USER, "--password", REPLICATION_PASSWORD,
+                 "--to-gtid", gtids[3], "--target", f"mysql://nobody:x@127.0.0.1:{empty.port}"],
+                capture_output=True, text=True, timeout=120)
+            assert refused.returncode == 1 and "replay into" in refused.stderr, refused.stderr
+        bad_url = subprocess.run(
+            [sys.executable, "-m", "agent", "restore", "--to-gtid", gtids[3],
+             "--target", "http://127.0.0.1:1/"], capture_output=True, text=True, timeout=60)
+        assert bad_url.returncode == 2 and "is not mysql://" in bad_url.stderr
+        both = subprocess.run(
+            [sys.executable, "-m", "agent", "restore", "--to-gtid", gtids[3], "--out", "x",
+             "--target", "mysql://root@h"], capture_output=True, text=True, timeout=60)
+        assert both.returncode == 2 and "not allowed with" in both.stderr
+
         # A GTID the timeline never had: a clear error, nothing claimed.
         result = run_restore(port, tmp_path / "restore-missing", "--to-gtid", "0-1-99999")
         assert result.returncode == 1 and "not in the committed history" in result.stderr
