@@ -196,6 +196,7 @@ class Agent:
                     "fsyncs": store.fsync_count,
                     "fsync_mean_ms": round(
                         store.fsync_seconds * 1000 / max(1, store.fsync_count), 3),
+                    "inline_flushes": node.inline_flushes,
                     "committed_gtid": None,
                     "members": members,
                     "membership_generation": membership.generation,

@@ -50,6 +50,7 @@ class SourceStatus:
     transactions: int = 0
     meta_events: int = 0  # binlog events between transactions stored (FDE, ROTATE, ...)
     acks: int = 0
+    acks_direct: int = 0  # ACK packets written from the event loop, without the thread
     last_gtid: str | None = None
     error: str | None = None
     sessions: int = 0
@@ -120,7 +121,7 @@ class MariaDBSource:
             send, receive = trio.open_memory_channel[_Item](math.inf)
             self._room = threading.Semaphore(QUEUE)
             acks_send, acks_receive = trio.open_memory_channel[_Item](math.inf)
-            sender = AckSender(stream.send_ack)
+            sender = AckSender(stream.ack_packet, stream.send_raw, stream.send_raw_nowait)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_leadership, nursery.cancel_scope)
                 nursery.start_soon(self._send_acks, sender)
@@ -222,6 +223,7 @@ class MariaDBSource:
             if item.ack is not None:
                 sender.post(*item.ack)
                 self.status.acks += 1
+                self.status.acks_direct = sender.sent_direct
 
     async def _watch_leadership(self, scope: trio.CancelScope) -> None:
         while self.node.role == "leader":

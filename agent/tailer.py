@@ -174,17 +174,28 @@ class ReplicationStream:
             if length < 0xFFFFFF:
                 return b"".join(parts)
 
-    def send_ack(self, file_name: str, position: int) -> None:
-        """Tell the primary everything up to POSITION of FILE_NAME is safe.
+    @staticmethod
+    def ack_packet(file_name: str, position: int) -> bytes:
+        """The semi-sync ACK telling the primary everything up to POSITION of FILE_NAME is
+        safe: a packet of its own with sequence number 0, so the reading thread's packet
+        counter is left alone."""
+        payload = bytes([SEMI_SYNC_MAGIC]) + struct.pack("<Q", position) + file_name.encode()
+        return struct.pack("<I", len(payload))[:3] + b"\x00" + payload
 
-        A packet of its own with sequence number 0, written straight to the socket so the
-        reading thread's packet counter is left alone.
-        """
+    def _socket(self) -> socket.socket:
         conn = self.conn
         if conn is None or conn._sock is None:
             raise ReplicationError("not connected")
-        payload = bytes([SEMI_SYNC_MAGIC]) + struct.pack("<Q", position) + file_name.encode()
-        conn._sock.sendall(struct.pack("<I", len(payload))[:3] + b"\x00" + payload)
+        sock: socket.socket = conn._sock
+        return sock
+
+    def send_raw(self, data: bytes) -> None:
+        """Write DATA to the primary, blocking until the kernel took all of it."""
+        self._socket().sendall(data)
+
+    def send_raw_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes at once; returns how many bytes that was."""
+        return self._socket().send(data, socket.MSG_DONTWAIT)
 
     def close(self) -> None:
         """Close the connection; never blocks.

@@ -3,8 +3,9 @@
 A single task owns the core. Everything else (peer receivers, the tick timer, the fsync
 worker, proposers) talks to it through one inbox channel, so the core never sees two
 inputs at once. Each pass drains every queued input, then handles one Ready in the order
-the core requires: persist term/vote, truncate, append, send, and hand the fsync to the
-group-commit worker, whose completion comes back as a `flushed` input.
+the core requires: persist term/vote, truncate, append, send, then fsync — on the loop for
+a small batch on a fast disk, otherwise in the group-commit worker, whose completion comes
+back as a `flushed` input.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ log = logging.getLogger("binkeeper.timeline")
 # How often a commit-LSN-only change reaches the control file; term and vote changes are
 # written (and fsynced) before any message that depends on them.
 COMMIT_PERSIST_INTERVAL = 0.2
+
+# Small batches are written and fsynced on the event loop itself: the hand-off to a worker
+# thread and back costs more CPU and latency than a fast fdatasync (a leader's appends are
+# already on the wire by then). Large batches, and any disk whose recent fsyncs were slow,
+# go to the group-commit worker so heartbeats keep flowing.
+INLINE_FLUSH_BYTES = 256 << 10
+INLINE_FLUSH_SLOW = 0.005  # seconds: a smoothed flush time above this uses the worker
 
 
 class NotLeaderError(Exception):
@@ -147,6 +155,8 @@ class TimelineNode:
         self.leader: str | None = None
         self._role_changed = trio.Event()
         self.disk_full_errors = 0
+        self._flush_seconds = 0.0  # smoothed duration of inline flushes
+        self.inline_flushes = 0
 
     # ---- inputs from other tasks -------------------------------------------------------
 
@@ -231,6 +241,7 @@ class TimelineNode:
         while True:
             await self._dirty.wait()
             self._dirty = trio.Event()
+            started = time.perf_counter()
             try:
                 lsn = await self.store.sync()
             except walstore.DiskFullError as exc:
@@ -242,6 +253,8 @@ class TimelineNode:
                 backoff = min(5.0, backoff * 2)
                 continue
             backoff = 0.05
+            # The worker's timings tell a follower when its disk is fast again.
+            self._flush_seconds += (time.perf_counter() - started - self._flush_seconds) / 8
             self._inbox_send.send_nowait(_Flushed(lsn))
 
     async def _main_loop(self) -> None:
@@ -310,12 +323,17 @@ class TimelineNode:
             )
             await self.store.wait_idle()  # the files must be at rest to cut them
             self.store.truncate(rd.truncate_to)
-        if rd.entries:
-            for entry in rd.entries:
-                self.storage.append(entry)
-            self._dirty.set()
+        for entry in rd.entries:
+            self.storage.append(entry)
+        # Messages go first: a leader's appends are on the wire while its own fsync runs
+        # (Raft allows sending before persisting; a follower's acks come only after flushed()).
         for dst, msg in rd.messages:
             self._send(dst, msg)
+        flushed_inline = False
+        if rd.entries:
+            flushed_inline = self._flush_inline()
+            if not flushed_inline:
+                self._dirty.set()
         if rd.commit_lsn is not None and rd.commit_lsn > self.commit_lsn:
             self.commit_lsn = rd.commit_lsn
             self._release_waiters()
@@ -323,14 +341,33 @@ class TimelineNode:
             self.commit_changed = trio.Event()
         self._note_role()
         self._maybe_persist_commit()
+        if flushed_inline and core.has_ready():
+            await self._handle_ready()  # the acks the flush made possible, right away
+
+    def _flush_inline(self) -> bool:
+        """Write and fsync a small batch here; False: leave it to the worker."""
+        store = self.store
+        if (store.syncing or store.unflushed_bytes > INLINE_FLUSH_BYTES
+                or self._flush_seconds > INLINE_FLUSH_SLOW):
+            return False
+        started = time.perf_counter()
+        try:
+            store.flush()
+        except walstore.DiskFullError:
+            return False  # the worker retries with backoff; the records stay pending
+        elapsed = time.perf_counter() - started
+        self._flush_seconds += (elapsed - self._flush_seconds) / 8
+        self.inline_flushes += 1
+        self.core.flushed(store.flush_lsn)
+        return True
 
     def _note_role(self) -> None:
-        status = self.core.status()
-        role = str(getattr(status.role, "value", status.role))
-        if (role, status.term, status.leader) != (self.role, self.term, self.leader):
+        core = self.core  # read directly: this runs on every pass of the loop
+        role, term, leader = core.role.value, core.term, core.leader
+        if (role, term, leader) != (self.role, self.term, self.leader):
             if role != self.role:
-                log.info("%s: %s -> %s in term %d", self.node_id, self.role, role, status.term)
-            self.role, self.term, self.leader = role, status.term, status.leader
+                log.info("%s: %s -> %s in term %d", self.node_id, self.role, role, term)
+            self.role, self.term, self.leader = role, term, leader
             self._role_changed.set()
             self._role_changed = trio.Event()
         if role != "leader" and self._waiters:

@@ -83,6 +83,10 @@ class Heartbeat:
     term: int
     leader_id: str
     commit_lsn: int
+    # Sent only to tell a new commit LSN promptly: the follower does not answer it (the
+    # periodic heartbeats are answered and carry liveness), which saves a message each way
+    # per commit.
+    commit_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -619,7 +619,8 @@ class Node:
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         self._become_follower_of(msg.leader_id)
         self._advance_follower_commit(min(msg.commit_lsn, self.leader_match_lsn))
-        self._send(msg.leader_id, HeartbeatResponse(self.term, self.id, self._ackable()))
+        if not msg.commit_only:
+            self._send(msg.leader_id, HeartbeatResponse(self.term, self.id, self._ackable()))
 
     def _become_follower_of(self, leader: str) -> None:
         if self.role is not Role.FOLLOWER or self.leader != leader:
@@ -710,7 +711,7 @@ class Node:
             elif progress.state is ProgressState.REPLICATE:
                 if commit > progress.sent_commit:  # nothing new but the commit LSN
                     progress.sent_commit = commit
-                    self._send(member, Heartbeat(self.term, self.id, commit))
+                    self._send(member, Heartbeat(self.term, self.id, commit, commit_only=True))
                 return
             progress.sent_commit = max(progress.sent_commit, commit)
             self._send(

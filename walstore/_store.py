@@ -239,6 +239,16 @@ class WalStore:
         return self._flush_lsn
 
     @property
+    def unflushed_bytes(self) -> int:
+        """Payload bytes appended but not yet on disk."""
+        return self._end_lsn - self._flush_lsn
+
+    @property
+    def syncing(self) -> bool:
+        """Whether an async sync() is writing now (flush() must wait for it)."""
+        return self._sync_round is not None
+
+    @property
     def last_term(self) -> int:
         return self._last_term
 

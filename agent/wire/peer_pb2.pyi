@@ -131,14 +131,16 @@ class AppendResponse(_message.Message):
     def __init__(self, term: _Optional[int] = ..., node_id: _Optional[str] = ..., success: _Optional[bool] = ..., flush_lsn: _Optional[int] = ..., hint_lsn: _Optional[int] = ..., hint_term: _Optional[int] = ..., last_lsn: _Optional[int] = ..., term_history: _Optional[_Iterable[_Union[TermStart, _Mapping]]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("term", "leader_id", "commit_lsn")
+    __slots__ = ("term", "leader_id", "commit_lsn", "commit_only")
     TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_ONLY_FIELD_NUMBER: _ClassVar[int]
     term: int
     leader_id: str
     commit_lsn: int
-    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_lsn: _Optional[int] = ...) -> None: ...
+    commit_only: bool
+    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_lsn: _Optional[int] = ..., commit_only: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("term", "node_id", "flush_lsn")

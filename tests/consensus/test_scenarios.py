@@ -100,6 +100,42 @@ def test_election_and_replication_commit_at_majority() -> None:
     assert all(net.payloads(i) == [b"tx1"] for i in "abc")
 
 
+def test_new_commit_lsn_is_told_without_a_reply_and_periodic_heartbeats_are_answered() -> None:
+    """A commit-only heartbeat carries the commit LSN to followers at once and is not
+    answered; liveness (check-quorum) rests on the periodic heartbeats, which are."""
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    leader = net.nodes["a"]
+    end = leader.propose(b"tx1")
+    sent: list[tuple[str, object]] = []
+    for _ in range(10):  # deliver by hand, recording every message
+        for node_id in net.ids:
+            node = net.nodes[node_id]
+            while node.has_ready():
+                ready = node.ready()
+                for entry in ready.entries:
+                    net.storages[node_id].append(entry)
+                node.flushed(net.storages[node_id].last_lsn())
+                for dst, msg in ready.messages:
+                    sent.append((node_id, msg))
+                    net.nodes[dst].step(msg)
+    commit_only = [m for src, m in sent if isinstance(m, consensus.Heartbeat) and m.commit_only]
+    assert commit_only and all(m.commit_lsn == end for m in commit_only)
+    assert not any(isinstance(m, consensus.HeartbeatResponse) for _, m in sent)
+    assert all(net.nodes[i].commit_lsn == end for i in "bc")
+    for _ in range(leader.config.heartbeat_ticks):
+        leader.tick()
+    periodic = [(dst, m) for dst, m in leader.ready().messages
+                if isinstance(m, consensus.Heartbeat)]
+    assert periodic and not any(m.commit_only for _, m in periodic)
+    follower = net.nodes["b"]
+    follower.step(next(m for dst, m in periodic if dst == "b"))
+    assert any(isinstance(m, consensus.HeartbeatResponse) for _, m in follower.ready().messages)
+    for _ in range(leader.config.election_ticks * 3):  # check-quorum keeps it in office
+        net.tick()
+    assert net.leader() == "a"
+
+
 def test_commit_needs_a_majority() -> None:
     net = Net(["a", "b", "c"])
     net.elect("a")
