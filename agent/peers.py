@@ -54,11 +54,12 @@ class PeerLink:
     sent_direct: int = 0  # of which written by the caller, without the sending task
     last_error: str | None = None
     direct: socket.socket | None = None  # a duplicate of the connection's socket, or None
-    writing: bool = False  # the sending task holds encoded bytes not yet fully written
+    # Something was handed to the sending task and is not yet fully written. (Not the
+    # channel's fill level: a channel hands an item straight to a waiting receiver.)
+    busy: bool = False
 
     def idle(self) -> bool:
-        return (self.direct is not None and not self.writing
-                and self.send_channel.statistics().current_buffer_used == 0)
+        return self.direct is not None and not self.busy
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class PeerTransport:
                 link.sent_direct += 1
                 return
             item = _Unsent(frame[written:])
+        link.busy = True
         try:
             link.send_channel.send_nowait(item)
         except trio.WouldBlock:
@@ -209,7 +211,6 @@ class PeerTransport:
                 nursery.start_soon(_watch_close, stream, nursery.cancel_scope)
                 while True:
                     item = await link.receive_channel.receive()
-                    link.writing = True
                     batch = [_encoded(conn, item)]
                     size = len(batch[0])
                     # Coalesce queued messages into one write, but not so many that encoding
@@ -222,13 +223,13 @@ class PeerTransport:
                         batch.append(_encoded(conn, item))
                         size += len(batch[-1])
                     await stream.send_all(b"".join(batch))
-                    link.writing = False
                     link.sent += len(batch)
+                    if link.receive_channel.statistics().current_buffer_used == 0:
+                        link.busy = False  # all written: the caller may write directly again
         finally:
             direct, link.direct = link.direct, None
             if direct is not None:
                 direct.close()
-            link.writing = False
             # Queued messages wait for the next connection, whose codec encodes them afresh;
             # the unsent end of a frame belonged to this connection's codec: dropped.
             queued = []
@@ -240,6 +241,7 @@ class PeerTransport:
             for item in queued:
                 if not isinstance(item, _Unsent):
                     link.send_channel.send_nowait(item)
+            link.busy = link.send_channel.statistics().current_buffer_used > 0
 
     # ---- inbound --------------------------------------------------------------------------
 

@@ -32,10 +32,11 @@ log = logging.getLogger("binkeeper.timeline")
 # written (and fsynced) before any message that depends on them.
 COMMIT_PERSIST_INTERVAL = 0.2
 
-# Small batches are written and fsynced on the event loop itself: the hand-off to a worker
-# thread and back costs more CPU and latency than a fast fdatasync (a leader's appends are
-# already on the wire by then). Large batches, and any disk whose recent fsyncs were slow,
-# go to the group-commit worker so heartbeats keep flowing.
+# When the loop has nothing else queued, a small batch is written and fsynced on the event
+# loop itself: the hand-off to a worker thread and back costs more CPU and latency than a
+# fast fdatasync (a leader's appends are already on the wire by then). Under load, for
+# large batches, and on a disk whose recent fsyncs were slow, the group-commit worker does
+# it, overlapping the loop's other work and keeping heartbeats flowing.
 INLINE_FLUSH_BYTES = 256 << 10
 INLINE_FLUSH_SLOW = 0.005  # seconds: a smoothed flush time above this uses the worker
 
@@ -348,7 +349,9 @@ class TimelineNode:
         """Write and fsync a small batch here; False: leave it to the worker."""
         store = self.store
         if (store.syncing or store.unflushed_bytes > INLINE_FLUSH_BYTES
-                or self._flush_seconds > INLINE_FLUSH_SLOW):
+                or self._flush_seconds > INLINE_FLUSH_SLOW
+                or self._inbox.statistics().current_buffer_used):
+            # Under load the worker's fsync overlaps the loop's work on what is queued.
             return False
         started = time.perf_counter()
         try:

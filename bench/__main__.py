@@ -12,6 +12,7 @@ BENCHMARKS = [
     "bench.binlog_compression_bench",
     "bench.quorum_bench",
     "bench.semisync_bench",
+    "bench.replica_catchup_bench",
 ]
 
 

@@ -28,6 +28,40 @@ def fdatasync_latencies(directory: Path, size: int, count: int = 200) -> list[fl
     return out
 
 
+def shared_disk_quorum_fsync(directory: Path, size: int, writers: int = 3, quorum: int = 2,
+                             count: int = 300) -> list[float]:
+    """Seconds until QUORUM of WRITERS concurrent append+fdatasync calls (one file each, all
+    on DIRECTORY's disk) have returned: the fsync floor of a quorum whose agents share one
+    disk, as in these benchmarks (in production each agent has its own)."""
+    paths = [directory / f"floor-q{i}-{os.getpid()}.bin" for i in range(writers)]
+    fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for p in paths]
+    data = os.urandom(size)
+    lock = threading.Lock()
+
+    def write(fd: int, start: float, finished: list[float]) -> None:
+        os.write(fd, data)
+        os.fdatasync(fd)
+        with lock:
+            finished.append(time.perf_counter() - start)
+
+    out = []
+    try:
+        for _ in range(count):
+            finished: list[float] = []
+            start = time.perf_counter()
+            threads = [threading.Thread(target=write, args=(fd, start, finished)) for fd in fds]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            out.append(sorted(finished)[quorum - 1])
+    finally:
+        for fd, path in zip(fds, paths, strict=True):
+            os.close(fd)
+            path.unlink()
+    return out
+
+
 def loopback_rtt(count: int = 2000, size: int = 64) -> list[float]:
     """Seconds per request/response of SIZE bytes over a loopback TCP connection."""
     server = socket.socket()
