@@ -156,6 +156,7 @@ class TimelineNode:
         self.leader: str | None = None
         self._role_changed = trio.Event()
         self.disk_full_errors = 0
+        self._commit_listeners: list[Callable[[int], None]] = []
         self._flush_seconds = 0.0  # smoothed duration of inline flushes
         self.inline_flushes = 0
 
@@ -185,6 +186,15 @@ class TimelineNode:
         if waiter.error is not None:
             raise waiter.error
         return waiter.end_lsn
+
+    def add_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call LISTENER(commit_lsn) on the node loop whenever the commit LSN advances, before
+        that pass sends anything: the quickest way to act on a commit. It must not block."""
+        self._commit_listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
+        if listener in self._commit_listeners:
+            self._commit_listeners.remove(listener)
 
     async def wait_committed(self, lsn: int) -> None:
         while self.commit_lsn < lsn:
@@ -326,8 +336,20 @@ class TimelineNode:
             self.store.truncate(rd.truncate_to)
         for entry in rd.entries:
             self.storage.append(entry)
-        # Messages go first: a leader's appends are on the wire while its own fsync runs
-        # (Raft allows sending before persisting; a follower's acks come only after flushed()).
+        if rd.commit_lsn is not None and rd.commit_lsn > self.commit_lsn:
+            # Before the sends: whoever waits on a commit (the primary, for its ACK) hears
+            # of it without waiting for this pass's messages to be encoded and written.
+            self.commit_lsn = rd.commit_lsn
+            self._release_waiters()
+            for listener in list(self._commit_listeners):
+                try:
+                    listener(self.commit_lsn)
+                except Exception:  # a listener's failure must never stop the node loop
+                    log.exception("%s: a commit listener failed", self.node_id)
+            self.commit_changed.set()
+            self.commit_changed = trio.Event()
+        # Messages go before the fsync: a leader's appends are on the wire while its own
+        # fsync runs (Raft allows it; a follower's acks come only after flushed()).
         for dst, msg in rd.messages:
             self._send(dst, msg)
         flushed_inline = False
@@ -335,11 +357,6 @@ class TimelineNode:
             flushed_inline = self._flush_inline()
             if not flushed_inline:
                 self._dirty.set()
-        if rd.commit_lsn is not None and rd.commit_lsn > self.commit_lsn:
-            self.commit_lsn = rd.commit_lsn
-            self._release_waiters()
-            self.commit_changed.set()
-            self.commit_changed = trio.Event()
         self._note_role()
         self._maybe_persist_commit()
         if flushed_inline and core.has_ready():

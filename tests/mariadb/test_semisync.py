@@ -98,6 +98,14 @@ async def test_commits_wait_for_the_quorum(primary: LocalMariaDB, tmp_path: Path
         assert len(workload.history.acked) == 200
         assert status(primary, "Rpl_semi_sync_master_no_tx") == 0
         assert status(primary, "Rpl_semi_sync_master_yes_tx") >= 200
+        # The leader reports where each transaction's time went, stage by stage.
+        source = (cluster.agents[leader].timeline() or {})["primary"]
+        assert source["acks"] >= 200
+        stages = source["latency"]
+        assert set(stages) == {"read_to_append", "append_to_commit", "commit_to_ack",
+                               "read_to_ack"}
+        assert stages["read_to_ack"]["samples"] >= 200
+        assert stages["read_to_ack"]["p50_ms"] >= stages["append_to_commit"]["p50_ms"] > 0
 
         # with 2 of 3 agents down, a commit blocks instead of being acknowledged ...
         followers = [n for n in cluster.agents if n != leader]
