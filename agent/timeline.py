@@ -32,12 +32,12 @@ log = logging.getLogger("binkeeper.timeline")
 # written (and fsynced) before any message that depends on them.
 COMMIT_PERSIST_INTERVAL = 0.2
 
-# When the loop has nothing else queued, a small batch is written and fsynced on the event
+# When the loop has nothing else to do, a small batch is written and fsynced on the event
 # loop itself: the hand-off to a worker thread and back costs more CPU and latency than a
 # fast fdatasync (a leader's appends are already on the wire by then). Under load, for
 # large batches, and on a disk whose recent fsyncs were slow, the group-commit worker does
 # it, overlapping the loop's other work and keeping heartbeats flowing.
-INLINE_FLUSH_BYTES = 256 << 10
+INLINE_FLUSH_BYTES = 32 << 10
 INLINE_FLUSH_SLOW = 0.005  # seconds: a smoothed flush time above this uses the worker
 
 
@@ -157,7 +157,8 @@ class TimelineNode:
         self._role_changed = trio.Event()
         self.disk_full_errors = 0
         self._commit_listeners: list[Callable[[int], None]] = []
-        self._flush_seconds = 0.0  # smoothed duration of inline flushes
+        self._flush_seconds = 0.0  # smoothed duration of flushes
+        self._last_flush_end = 0.0
         self.inline_flushes = 0
 
     # ---- inputs from other tasks -------------------------------------------------------
@@ -264,8 +265,9 @@ class TimelineNode:
                 backoff = min(5.0, backoff * 2)
                 continue
             backoff = 0.05
-            # The worker's timings tell a follower when its disk is fast again.
-            self._flush_seconds += (time.perf_counter() - started - self._flush_seconds) / 8
+            # The worker's timings tell the loop when its disk is fast (or idle) again.
+            self._last_flush_end = time.perf_counter()
+            self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
             self._inbox_send.send_nowait(_Flushed(lsn))
 
     async def _main_loop(self) -> None:
@@ -367,16 +369,20 @@ class TimelineNode:
         store = self.store
         if (store.syncing or store.unflushed_bytes > INLINE_FLUSH_BYTES
                 or self._flush_seconds > INLINE_FLUSH_SLOW
-                or self._inbox.statistics().current_buffer_used):
-            # Under load the worker's fsync overlaps the loop's work on what is queued.
+                or self._inbox.statistics().current_buffer_used
+                or trio.lowlevel.current_statistics().tasks_runnable):
+            # Under load the worker's fsync overlaps the loop's work on what is queued or
+            # ready to run (proposers woken by the last commit, for one).
             return False
         started = time.perf_counter()
+        if started - self._last_flush_end < self._flush_seconds:
+            return False  # the disk is busy more than half the time: a streaming load
         try:
             store.flush()
         except walstore.DiskFullError:
             return False  # the worker retries with backoff; the records stay pending
-        elapsed = time.perf_counter() - started
-        self._flush_seconds += (elapsed - self._flush_seconds) / 8
+        self._last_flush_end = time.perf_counter()
+        self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
         self.inline_flushes += 1
         self.core.flushed(store.flush_lsn)
         return True
