@@ -46,6 +46,21 @@ def load(primary: LocalMariaDB, megabytes: int, writers: int = 4) -> None:
         thread.join()
 
 
+def load_small_events(primary: LocalMariaDB, transactions: int, rows: int) -> None:
+    """Transactions of many small rows; with --binlog-row-event-max-size=256 each rows
+    event holds a few of them, so the binlog is mostly events of ~256 bytes."""
+    primary.query("CREATE TABLE bulk.small (id BIGINT PRIMARY KEY, v VARCHAR(32))")
+    conn = primary.connect()
+    try:
+        with conn.cursor() as cursor:
+            for index in range(transactions):
+                cursor.execute(f"INSERT INTO bulk.small SELECT {index} * {rows} + seq, "
+                               f"LEFT(SHA2(seq, 256), 32) FROM bulk.seq_1_to_{rows}")
+                conn.commit()
+    finally:
+        conn.close()
+
+
 def catch_up(root: Path, name: str, port: int, user: str, password: str,
              final_gtid: str, last_file: str, last_pos: int) -> dict[str, float]:
     with LocalMariaDB(root / name, server_id=50 + len(name) + int(time.time()) % 1000,
@@ -109,12 +124,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--megabytes", type=int, default=1024)
     parser.add_argument("--readers", type=int, default=10)
+    parser.add_argument("--small-transactions", type=int, default=300,
+                        help="transactions of 5,000 small rows for the events/s case")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     (REPO / "bench" / "out").mkdir(exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="catchup-", dir=REPO / "bench" / "out"))
     primary = LocalMariaDB(root / "primary",
-                           extra_args=[*SEMI_SYNC_MASTER, "--max-allowed-packet=256M"]).start()
+                           extra_args=[*SEMI_SYNC_MASTER, "--max-allowed-packet=256M",
+                                       "--binlog-row-event-max-size=256"]).start()
     cluster = Cluster(root / "agents", 3, use_proxies=False, mariadb_port=primary.port,
                       serve_replicas=True)
     try:
@@ -166,16 +184,43 @@ def main() -> None:
                          f"events/s ({wall:.1f} s)", "-",
                          f"{cpu * 1000 / (served / 1e6):.2f} ms/MB" if cpu is not None else "-"])
             print(rows[-1], flush=True)
+        # Small events: what serving costs per event rather than per byte.
+        primary.query("FLUSH BINARY LOGS")
+        small_from = primary.binlog_files()[-1].name
+        load_small_events(primary, args.small_transactions, 5000)
+        wait_for(cluster.converged, 600)
+        small_files = [p for p in primary.binlog_files() if p.name >= small_from]
+        small_bytes = sum(p.stat().st_size for p in small_files)
+        small_events = sum(1 for p in small_files for _ in read_events(p))
+        for label, port, user, password, pid in (
+            ("primary", primary.port, "root", "", None),
+            (f"agent {agent_name}", agent_port, REPLICATION_USER, REPLICATION_PASSWORD,
+             agent.process.pid if agent.process else None),
+        ):
+            cpu_before = cpu_seconds(pid) if pid else 0.0
+            wall = readers(port, user, password, [p.name for p in small_files], args.readers,
+                           root / "readers-small")
+            cpu = (cpu_seconds(pid) - cpu_before) if pid else None
+            served = small_events * args.readers
+            rows.append([f"{args.readers} mariadb-binlog readers from the {label}, "
+                         f"small events", f"{small_bytes * args.readers / 1e6 / wall:.0f} MB/s, "
+                         f"{served / wall:,.0f} events/s ({wall:.1f} s)", "-",
+                         f"{cpu * 1e6 / served:.1f} µs/event" if cpu is not None else "-"])
+            print(rows[-1], flush=True)
         first = results["primary"]["receive_s"]
         second = results[f"agent {agent_name}"]["receive_s"]
         ratio = first / second
         table = markdown_table(
-            ["case", "received (binlog MB/s)", "applied by the replica", "agent CPU per MB served"],
+            ["case", "received (binlog MB/s)", "applied by the replica",
+             "agent CPU per MB (per event) served"],
             rows)
         table += (f"\n\nAgent / primary catch-up speed (receiving): {ratio:.2f} (target ≥ 0.8). "
                   f"Binlog: {total / 1e6:.0f} MB in {len(files)} files, {events} events of "
                   f"{ROW_KIB} KiB-row inserts, written through the 3-agent quorum in "
-                  f"{load_s:.1f} s.")
+                  f"{load_s:.1f} s. Small events: {small_bytes / 1e6:.0f} MB, "
+                  f"{small_events:,} events (mean {small_bytes / max(1, small_events):.0f} "
+                  f"bytes) from {args.small_transactions} transactions of 5,000 rows, "
+                  "binlog_row_event_max_size=256.")
         print(table)
         if not args.no_record:
             record("replica_catchup", "Serving replicas: catch-up from an agent vs the primary",
