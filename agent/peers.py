@@ -104,7 +104,8 @@ class PeerTransport:
             except OSError:
                 # The sending task meets the same error and reconnects (a fresh codec);
                 # the core retransmits whatever is lost with this connection.
-                link.direct = None
+                direct, link.direct = link.direct, None
+                direct.close()
                 return
             if written == len(frame):
                 link.sent += 1

@@ -336,6 +336,11 @@ class TimelineNode:
             )
             await self.store.wait_idle()  # the files must be at rest to cut them
             self.store.truncate(rd.truncate_to)
+            # Proposals in the cut suffix are gone for good. The same Ready may carry a
+            # commit LSN past their end — the new leader's entries at those positions — so
+            # they must fail before commits are released below.
+            self._fail_waiters_after(rd.truncate_to, CommitOutcomeUnknown(
+                "the proposal was replaced by a newer leader's log"))
         for entry in rd.entries:
             self.storage.append(entry)
         if rd.commit_lsn is not None and rd.commit_lsn > self.commit_lsn:
@@ -449,6 +454,13 @@ class TimelineNode:
         index = bisect.bisect_right(self._waiters, (self.commit_lsn, math.inf))
         released, self._waiters = self._waiters[:index], self._waiters[index:]
         for _end, _seq, waiter in released:
+            waiter.done.set()
+
+    def _fail_waiters_after(self, lsn: int, error: Exception) -> None:
+        index = bisect.bisect_right(self._waiters, (lsn, math.inf))
+        failed, self._waiters = self._waiters[index:], self._waiters[:index]
+        for _end, _seq, waiter in failed:
+            waiter.error = error
             waiter.done.set()
 
     def _fail_waiters(self, error: Exception) -> None:
