@@ -10,7 +10,6 @@ back as a `flushed` input.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import random
@@ -144,8 +143,7 @@ class TimelineNode:
         )
         self._inbox_send, self._inbox = trio.open_memory_channel[object](math.inf)
         self._dirty = trio.Event()
-        self._waiters: list[tuple[int, int, _Waiter]] = []  # (end_lsn, seq, waiter), sorted
-        self._waiter_seq = 0
+        self._waiters = consensus.PendingProposals[_Waiter]()
         self._persisted_commit = control.commit_lsn
         self._last_commit_persist = 0.0
         self._persist_due = trio.Event()
@@ -300,8 +298,7 @@ class TimelineNode:
                 item.reply.done.set()
                 return
             item.reply.end_lsn = end
-            self._waiter_seq += 1
-            bisect.insort(self._waiters, (end, self._waiter_seq, item.reply))
+            self._waiters.add(end, item.reply)
         elif isinstance(item, _Admin):
             try:
                 result = item.action(core)
@@ -311,8 +308,7 @@ class TimelineNode:
                 return
             if isinstance(result, int):  # an LSN to wait for: released once committed
                 item.reply.end_lsn = result
-                self._waiter_seq += 1
-                bisect.insort(self._waiters, (result, self._waiter_seq, item.reply))
+                self._waiters.add(result, item.reply)
             else:
                 item.reply.done.set()
 
@@ -339,7 +335,7 @@ class TimelineNode:
             # Proposals in the cut suffix are gone for good. The same Ready may carry a
             # commit LSN past their end — the new leader's entries at those positions — so
             # they must fail before commits are released below.
-            self._fail_waiters_after(rd.truncate_to, CommitOutcomeUnknown(
+            self._fail(self._waiters.truncated(rd.truncate_to), CommitOutcomeUnknown(
                 "the proposal was replaced by a newer leader's log"))
         for entry in rd.entries:
             self.storage.append(entry)
@@ -347,7 +343,8 @@ class TimelineNode:
             # Before the sends: whoever waits on a commit (the primary, for its ACK) hears
             # of it without waiting for this pass's messages to be encoded and written.
             self.commit_lsn = rd.commit_lsn
-            self._release_waiters()
+            for waiter in self._waiters.committed(self.commit_lsn):
+                waiter.done.set()
             for listener in list(self._commit_listeners):
                 try:
                     listener(self.commit_lsn)
@@ -402,7 +399,8 @@ class TimelineNode:
             self._role_changed.set()
             self._role_changed = trio.Event()
         if role != "leader" and self._waiters:
-            self._fail_waiters(CommitOutcomeUnknown("leadership lost before commit"))
+            self._fail(self._waiters.dropped(),
+                       CommitOutcomeUnknown("leadership lost before commit"))
 
     async def wait_role_change(self) -> None:
         await self._role_changed.wait()
@@ -450,22 +448,9 @@ class TimelineNode:
         self._persisted_commit = commit
         self._last_commit_persist = time.monotonic()
 
-    def _release_waiters(self) -> None:
-        index = bisect.bisect_right(self._waiters, (self.commit_lsn, math.inf))
-        released, self._waiters = self._waiters[:index], self._waiters[index:]
-        for _end, _seq, waiter in released:
-            waiter.done.set()
-
-    def _fail_waiters_after(self, lsn: int, error: Exception) -> None:
-        index = bisect.bisect_right(self._waiters, (lsn, math.inf))
-        failed, self._waiters = self._waiters[index:], self._waiters[:index]
-        for _end, _seq, waiter in failed:
-            waiter.error = error
-            waiter.done.set()
-
-    def _fail_waiters(self, error: Exception) -> None:
-        waiters, self._waiters = self._waiters, []
-        for _end, _seq, waiter in waiters:
+    @staticmethod
+    def _fail(waiters: list[_Waiter], error: Exception) -> None:
+        for waiter in waiters:
             waiter.error = error
             waiter.done.set()
 

@@ -29,6 +29,7 @@ from consensus.node import (
     Role,
     Status,
 )
+from consensus.proposals import PendingProposals
 
 __all__ = [
     "AppendRequest",
@@ -44,6 +45,7 @@ __all__ = [
     "Message",
     "Node",
     "NotLeader",
+    "PendingProposals",
     "Progress",
     "ProgressState",
     "Ready",

@@ -1,8 +1,10 @@
 """TimelineNode's promise to proposers: "committed" only for the entry this leader proposed.
 
-A deposed leader can learn, in one step, of a new leader whose log replaces its own
-uncommitted suffix *and* commits past the end of it. The proposals in that suffix are
-gone; their LSNs being covered by the new commit LSN must not report them committed."""
+A deposed leader that learns, in one step, of a new leader whose log replaces its own
+uncommitted suffix *and* commits past the end of it must not report the proposals of that
+suffix committed: they are gone, though their LSNs are covered. (Our leaders cap the
+commit LSN they send at the follower's known match, so the message below is one they
+would not send; the node must not depend on that.)"""
 
 from __future__ import annotations
 

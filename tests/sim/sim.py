@@ -97,6 +97,10 @@ class SimNode:
     core: Node | None = None
     pending_fsyncs: list[int] = field(default_factory=list)  # target LSNs in flight
     last_commit: int = 0
+    # What this node proposed as leader, until it may tell its proposer "committed"
+    # (agent/timeline.py keeps its waiters the same way): (end LSN, payload).
+    proposals: consensus.PendingProposals[tuple[int, bytes]] = field(
+        default_factory=consensus.PendingProposals)
 
 
 @dataclass
@@ -151,6 +155,7 @@ class Simulation:
         self.leaders_by_term: dict[int, str] = {}
         self.committed: list[Entry] = []  # the cluster's committed log as observed so far
         self.proposals = 0
+        self.acknowledged = 0  # proposals a leader reported committed (each checked)
         self.faults = True
         self.trace: list[str] = []
         for node_id in self.ids:
@@ -212,6 +217,7 @@ class Simulation:
         del storage.ends[keep:]
         storage.synced = keep
         sim_node.core = None
+        sim_node.proposals.dropped()  # the proposers never hear back
         self.up.discard(node_id)
         self.log(f"CRASH {node_id} (kept {keep} entries)")
         self.schedule(self.rng.randrange(50, 600), "restart", node_id)
@@ -247,6 +253,7 @@ class Simulation:
                         f"{node_id} truncates committed history at {ready.truncate_to}",
                     )
                 storage.truncate(ready.truncate_to)
+                sim_node.proposals.truncated(ready.truncate_to)
                 sim_node.pending_fsyncs = [
                     min(t, ready.truncate_to) for t in sim_node.pending_fsyncs
                 ]
@@ -263,8 +270,12 @@ class Simulation:
                 self._send(node_id, dst, msg)
             if ready.commit_lsn is not None:
                 self._observe_commit(node_id)
+                for end, payload in sim_node.proposals.committed(core.commit_lsn):
+                    self._check_acknowledged(node_id, end, payload)
             if core.role is consensus.Role.LEADER:
                 self._observe_leader(node_id)
+            else:
+                sim_node.proposals.dropped()  # outcome unknown to the proposer
 
     def _send(self, src: str, dst: str, msg: Any) -> None:
         if not self.faults:
@@ -289,6 +300,16 @@ class Simulation:
             if k < len(self.committed) and self.committed[k] == entry:
                 return True
         return False
+
+    def _check_acknowledged(self, node_id: str, end: int, payload: bytes) -> None:
+        """A proposal reported committed must be in the committed history, at its LSN."""
+        self.acknowledged += 1
+        k = bisect.bisect_left([e.end_lsn for e in self.committed], end)
+        if k >= len(self.committed) or self.committed[k].end_lsn != end or (
+                self.committed[k].payload != payload):
+            self.fail(SafetyViolation, f"{node_id} told its proposer {payload[:12]!r} ending "
+                      f"at {end} committed, but the committed history has "
+                      f"{self.committed[k] if k < len(self.committed) else None} there")
 
     def _check_ack(self, node_id: str, msg: Any) -> None:
         if isinstance(msg, consensus.AppendResponse | consensus.HeartbeatResponse):
@@ -437,11 +458,12 @@ class Simulation:
         try:
             payload = b"p%d" % self.proposals + b"x" * self.rng.randrange(0, 120)
             if self.rng.random() < 0.1:  # binlog metadata between transactions: no GTID
-                core.propose(payload, kind=consensus.RecordKind.BINLOG_META)
+                end = core.propose(payload, kind=consensus.RecordKind.BINLOG_META)
             else:
-                core.propose(payload, gtid=f"0-1-{self.proposals}")
+                end = core.propose(payload, gtid=f"0-1-{self.proposals}")
         except consensus.NotLeader:
             return
+        self.nodes[node_id].proposals.add(end, (end, payload))
         self._drive(node_id)
 
     # ---- the run ----------------------------------------------------------------------------
