@@ -239,6 +239,18 @@ class LocalMariaDB:
         finally:
             conn.close()
 
+    def slave_status(self) -> dict[str, Any]:
+        """SHOW SLAVE STATUS as a dict (empty when no replication is configured)."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SHOW SLAVE STATUS")
+                row = cursor.fetchone()
+                names = [d[0] for d in cursor.description or ()]
+        finally:
+            conn.close()
+        return dict(zip(names, row or (), strict=False))
+
     def variable(self, name: str) -> str:
         rows = self.query("SELECT @@GLOBAL." + name)
         return str(rows[0][0])

@@ -72,15 +72,7 @@ def catch_up(root: Path, name: str, port: int, user: str, password: str,
         replica.query("START SLAVE")
 
         def received() -> bool:
-            conn = replica.connect()
-            try:
-                with conn.cursor() as cursor:
-                    cursor.execute("SHOW SLAVE STATUS")
-                    row = cursor.fetchone()
-                    names = [d[0] for d in cursor.description or ()]
-            finally:
-                conn.close()
-            status = dict(zip(names, row or (), strict=False))
+            status = replica.slave_status()
             if status.get("Last_IO_Error"):
                 raise RuntimeError(str(status["Last_IO_Error"]))
             return (status.get("Master_Log_File") == last_file
@@ -120,6 +112,14 @@ def readers(port: int, user: str, password: str, files: list[str], count: int,
     return time.perf_counter() - started
 
 
+def measure_readers(port: int, user: str, password: str, pid: int | None, files: list[Path],
+                    count: int, scratch: Path) -> tuple[float, float | None]:
+    """(wall seconds, CPU seconds of process PID or None) for COUNT concurrent readers."""
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    wall = readers(port, user, password, [p.name for p in files], count, scratch)
+    return wall, (cpu_seconds(pid) - cpu_before) if pid else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--megabytes", type=int, default=1024)
@@ -157,10 +157,12 @@ def main() -> None:
 
         rows: list[list[Any]] = []
         results = {}
-        for label, port, user, password in (
-            ("primary", primary.port, "root", ""),
-            (f"agent {agent_name}", agent_port, REPLICATION_USER, REPLICATION_PASSWORD),
-        ):
+        sources = (
+            ("primary", primary.port, "root", "", None),
+            (f"agent {agent_name}", agent_port, REPLICATION_USER, REPLICATION_PASSWORD,
+             agent.process.pid if agent.process else None),
+        )
+        for label, port, user, password, _pid in sources:
             result = catch_up(root, "replica-of-" + label.split()[0], port, user, password,
                               final_gtid, last_file, int(last_pos))
             results[label] = result
@@ -169,15 +171,9 @@ def main() -> None:
                          f"({result['receive_s']:.1f} s)",
                          f"{result['apply_s']:.1f} s", "-"])
             print(rows[-1], flush=True)
-        for label, port, user, password, pid in (
-            ("primary", primary.port, "root", "", None),
-            (f"agent {agent_name}", agent_port, REPLICATION_USER, REPLICATION_PASSWORD,
-             agent.process.pid if agent.process else None),
-        ):
-            cpu_before = cpu_seconds(pid) if pid else 0.0
-            wall = readers(port, user, password, [p.name for p in files], args.readers,
-                           root / "readers")
-            cpu = (cpu_seconds(pid) - cpu_before) if pid else None
+        for label, port, user, password, pid in sources:
+            wall, cpu = measure_readers(port, user, password, pid, files, args.readers,
+                                        root / "readers")
             served = total * args.readers
             rows.append([f"{args.readers} mariadb-binlog readers from the {label}",
                          f"{served / 1e6 / wall:.0f} MB/s, {events * args.readers / wall:,.0f} "
@@ -192,15 +188,9 @@ def main() -> None:
         small_files = [p for p in primary.binlog_files() if p.name >= small_from]
         small_bytes = sum(p.stat().st_size for p in small_files)
         small_events = sum(1 for p in small_files for _ in read_events(p))
-        for label, port, user, password, pid in (
-            ("primary", primary.port, "root", "", None),
-            (f"agent {agent_name}", agent_port, REPLICATION_USER, REPLICATION_PASSWORD,
-             agent.process.pid if agent.process else None),
-        ):
-            cpu_before = cpu_seconds(pid) if pid else 0.0
-            wall = readers(port, user, password, [p.name for p in small_files], args.readers,
-                           root / "readers-small")
-            cpu = (cpu_seconds(pid) - cpu_before) if pid else None
+        for label, port, user, password, pid in sources:
+            wall, cpu = measure_readers(port, user, password, pid, small_files, args.readers,
+                                        root / "readers-small")
             served = small_events * args.readers
             rows.append([f"{args.readers} mariadb-binlog readers from the {label}, "
                          f"small events", f"{small_bytes * args.readers / 1e6 / wall:.0f} MB/s, "

@@ -31,18 +31,6 @@ def point_replica(replica: LocalMariaDB, port: int, heartbeat: float = 1.0) -> N
     replica.query("START SLAVE")
 
 
-def slave_status(replica: LocalMariaDB) -> dict[str, object]:
-    conn = replica.connect()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SHOW SLAVE STATUS")
-            row = cursor.fetchone()
-            names = [d[0] for d in cursor.description or ()]
-    finally:
-        conn.close()
-    return dict(zip(names, row or (), strict=False))
-
-
 def checksum(db: LocalMariaDB, table: str) -> int:
     return int(db.query(f"CHECKSUM TABLE {table}")[0][1])
 
@@ -79,7 +67,7 @@ async def test_two_replicas_follow_agents_under_load_and_a_leader_kill(tmp_path:
         target = primary.query("SELECT @@gtid_binlog_pos")[0][0]
 
         def caught_up(replica: LocalMariaDB) -> bool:
-            status = slave_status(replica)
+            status = replica.slave_status()
             assert not status.get("Last_IO_Error"), status.get("Last_IO_Error")
             assert not status.get("Last_SQL_Error"), status.get("Last_SQL_Error")
             return replica.query("SELECT @@gtid_slave_pos")[0][0] == target
@@ -90,7 +78,7 @@ async def test_two_replicas_follow_agents_under_load_and_a_leader_kill(tmp_path:
             for table in ("shop.accounts", "shop.orders", "shop.ledger"):
                 assert checksum(replica, table) == checksum(primary, table), table
             # the primary's own coordinates: the same file names and positions
-            status = slave_status(replica)
+            status = replica.slave_status()
             primary_file, primary_pos = primary.query("SHOW MASTER STATUS")[0][:2]
             assert status["Master_Log_File"] == primary_file
             assert int(str(status["Read_Master_Log_Pos"])) == int(primary_pos)
@@ -167,7 +155,7 @@ async def test_replicas_get_committed_history_only_and_can_move_between_agents(
         final = primary.query("SELECT @@gtid_binlog_pos")[0][0]
 
         def converged() -> bool:
-            status = slave_status(replica)
+            status = replica.slave_status()
             assert not status.get("Last_IO_Error"), status.get("Last_IO_Error")
             assert not status.get("Last_SQL_Error"), status.get("Last_SQL_Error")
             return replica.query("SELECT @@gtid_slave_pos")[0][0] == final
@@ -203,7 +191,7 @@ async def test_start_slave_until_master_gtid_pos_stops_exactly_there(tmp_path: P
         replica.query(f"START SLAVE UNTIL master_gtid_pos = '{until}'")
 
         def stopped() -> bool:
-            status = slave_status(replica)
+            status = replica.slave_status()
             assert not status.get("Last_IO_Error"), status.get("Last_IO_Error")
             return status.get("Slave_SQL_Running") == "No"
 
