@@ -197,7 +197,8 @@ class Agent:
                     "fsync_mean_ms": round(
                         store.fsync_seconds * 1000 / max(1, store.fsync_count), 3),
                     "inline_flushes": node.inline_flushes,
-                    "committed_gtid": None,
+                    "committed_gtid": ",".join(
+                        sorted(store.gtids_at(core.commit_lsn).values())) or None,
                     "members": members,
                     "membership_generation": membership.generation,
                     "primary": self.source.status.as_dict() if self.source else None,

@@ -530,6 +530,29 @@ class WalStore:
     def gtid_end_lsn(self, gtid: str) -> int | None:
         return self._gtids.get(gtid)
 
+    def gtids_at(self, lsn: int) -> dict[int, str]:
+        """The newest GTID per domain among records ending at or below LSN — with the commit
+        LSN, the committed GTID position. Costs a walk of the log's tail beyond LSN only."""
+        result: dict[int, str] = {}
+        pending: set[int] = set()
+        for domain, gtid in self._last_gtids.items():
+            end = self._gtids.get(gtid)
+            if end is None or end <= lsn:  # None: only in removed segments, below any LSN here
+                result[domain] = gtid
+            else:
+                pending.add(domain)
+        if pending:
+            for gtid, end in reversed(self._gtids.items()):  # appended, so in LSN order
+                domain = _domain(gtid)
+                if end <= lsn and domain in pending:
+                    result[domain] = gtid
+                    pending.discard(domain)
+                    if not pending:
+                        break
+            for domain in pending & set(self._removed_gtids):
+                result[domain] = self._removed_gtids[domain]
+        return result
+
     def last_gtids(self) -> dict[int, str]:
         """The newest GTID of each replication domain in the log."""
         return dict(self._last_gtids)

@@ -143,8 +143,8 @@ class BinlogStream:
             if end is None:
                 raise DumpError(
                     f"the replica's position {gtid} is not in this agent's history "
-                    f"(newest here: {self._newest_text()}); it may hold transactions the "
-                    "quorum never committed, or come from another timeline")
+                    f"(newest committed here: {self._committed_text(commit_lsn)}); it may hold "
+                    "transactions the quorum never committed, or come from another timeline")
             if end > commit_lsn:
                 raise DumpError(
                     f"the replica's position {gtid} is beyond the committed history "
@@ -230,8 +230,8 @@ class BinlogStream:
             return None
         return BinlogMeta.decode(record.payload)
 
-    def _newest_text(self) -> str:
-        return ",".join(sorted(self.store.last_gtids().values())) or "nothing"
+    def _committed_text(self, commit_lsn: int) -> str:
+        return ",".join(sorted(self.store.gtids_at(commit_lsn).values())) or "nothing"
 
     # ---- the events -----------------------------------------------------------------------
 

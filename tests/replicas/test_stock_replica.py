@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pymysql
 import pytest
 
 from agent.mariadb_local import LocalMariaDB
@@ -137,6 +138,17 @@ async def test_replicas_get_committed_history_only_and_can_move_between_agents(
         assert replica.query("SELECT @@gtid_slave_pos")[0][0] == committed
         assert replica.query("SELECT COUNT(*) FROM shop.items")[0][0] == 1
         assert not done.is_set()
+        # The agent's GTID position, as replicas and operators read it, is the committed
+        # one: the stored but uncommitted transaction is not part of it.
+        asked = pymysql.connect(host="127.0.0.1", port=agent.mysql_port or 0,
+                                user=REPLICATION_USER, password=REPLICATION_PASSWORD)
+        try:
+            with asked.cursor() as cursor:
+                cursor.execute("SELECT @@gtid_binlog_pos")
+                assert cursor.fetchone() == (committed,)
+        finally:
+            asked.close()
+        assert (agent.timeline() or {})["committed_gtid"] == committed
 
         # An agent returns: the transaction commits, the primary's COMMIT returns, the
         # replica receives it.

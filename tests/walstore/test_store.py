@@ -233,3 +233,22 @@ async def test_update_control_from_a_thread_keeps_newer_fields(tmp_path: Path) -
         assert (control.term, control.vote, control.commit_lsn) == (3, "a2", 100)
     with WalStore.open(tmp_path) as store:
         assert (store.control.term, store.control.commit_lsn) == (3, 100)
+
+
+def test_gtids_at_gives_the_position_at_an_lsn_per_domain(tmp_path: Path) -> None:
+    with WalStore.open(tmp_path, segment_size=500) as store:
+        ends = {}
+        for gtid in ("1-1-1", "0-1-1", "0-1-2", "0-1-3", "2-1-7", "0-1-4", "2-1-8"):
+            ends[gtid] = store.append(1, b"x" * 100, gtid=gtid)
+        store.append(1, b"meta", kind=RecordKind.BINLOG_META)
+        store.flush()
+        assert store.gtids_at(ends["0-1-3"]) == {1: "1-1-1", 0: "0-1-3"}
+        assert store.gtids_at(ends["0-1-3"] - 1) == {1: "1-1-1", 0: "0-1-2"}
+        assert store.gtids_at(ends["2-1-8"]) == store.last_gtids() == {
+            1: "1-1-1", 0: "0-1-4", 2: "2-1-8"}
+        assert store.gtids_at(0) == {}
+        # Domain 1's only GTID lives in a removed segment: still part of every position.
+        store.update_control(commit_lsn=store.end_lsn)
+        store.remove_segments_before(ends["0-1-3"])
+        assert store.gtid_end_lsn("1-1-1") is None
+        assert store.gtids_at(ends["0-1-4"]) == {1: "1-1-1", 0: "0-1-4", 2: "2-1-7"}
