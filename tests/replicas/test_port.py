@@ -11,13 +11,11 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from agent.mariadb_local import LocalMariaDB, find_binary
-from tests.mariadb.test_semisync import enable_semi_sync
+from agent.mariadb_local import find_binary
+from tests.replicas.support import primary_with_serving_agents
 from tests.support.cluster import (
     REPLICATION_PASSWORD,
     REPLICATION_USER,
-    Cluster,
-    wait_tailing,
     wait_until,
 )
 
@@ -36,14 +34,8 @@ def remote_binlog(port: int, user: str, password: str, file_name: str) -> str:
 
 
 async def test_replication_port_with_real_and_bad_clients(tmp_path: Path) -> None:
-    primary = LocalMariaDB(tmp_path / "primary").start()
-    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port,
-                      serve_replicas=True,
-                      replication={"max_connections": 55, "send_timeout": 2})
-    try:
-        enable_semi_sync(primary)
-        cluster.start()
-        leader = await wait_tailing(cluster)
+    async with primary_with_serving_agents(tmp_path, max_connections=55, send_timeout=2) as (
+            primary, cluster, leader):
         primary.query("CREATE DATABASE shop")
         primary.query("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40))")
         for i in range(20):
@@ -119,6 +111,3 @@ async def test_replication_port_with_real_and_bad_clients(tmp_path: Path) -> Non
         finally:
             stuck.close()
         assert cluster.agents[leader].alive
-    finally:
-        cluster.stop()
-        primary.cleanup()

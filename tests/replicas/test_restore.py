@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 
 from agent.mariadb_local import LocalMariaDB, find_binary
-from tests.mariadb.test_semisync import enable_semi_sync
+from tests.replicas.support import primary_with_serving_agents
 from tests.support.cluster import (
     REPLICATION_PASSWORD,
     REPLICATION_USER,
-    Cluster,
-    wait_tailing,
     wait_until,
 )
 
@@ -37,13 +35,7 @@ def replay(files: list[Path], target: LocalMariaDB) -> None:
 
 
 async def test_restore_to_gtid_and_to_time(tmp_path: Path) -> None:
-    primary = LocalMariaDB(tmp_path / "primary").start()
-    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port,
-                      serve_replicas=True)
-    try:
-        enable_semi_sync(primary)
-        cluster.start()
-        leader = await wait_tailing(cluster)
+    async with primary_with_serving_agents(tmp_path) as (primary, cluster, leader):
         primary.query("CREATE DATABASE shop")
         primary.query("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40))")
         gtids = {}
@@ -105,6 +97,3 @@ async def test_restore_to_gtid_and_to_time(tmp_path: Path) -> None:
         result = run_restore(port, tmp_path / "restore-missing", "--to-gtid", "0-1-99999")
         assert result.returncode == 1 and "not in the committed history" in result.stderr
         assert not any((tmp_path / "restore-missing").iterdir())
-    finally:
-        cluster.stop()
-        primary.cleanup()
