@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,12 @@ def parse_config(data: dict[str, Any]) -> Config:
         replication=replication,
         consensus=consensus,
     )
+
+
+def derived_server_id(node_id: str) -> int:
+    """The server id an agent uses where none is configured (as a replica of the primary,
+    and on its replication port): stable per node id, outside the range people pick."""
+    return 1_000_000_000 + zlib.crc32(node_id.encode()) % 1_000_000_000
 
 
 def load_config(path: str | Path) -> Config:

@@ -8,9 +8,9 @@ import time
 
 import zstandard
 
-from agent.binlog_file import read_transactions
-from agent.mariadb_local import LocalMariaDB
-from agent.workload import Workload
+from agent.binlog.files import read_transactions
+from agent.harness.local_mariadb import LocalMariaDB
+from agent.harness.workload import Workload
 from bench.report import markdown_table, record
 
 BATCH = 64 << 10

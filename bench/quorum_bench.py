@@ -1,7 +1,8 @@
 """Quorum commit throughput and latency of 3 real agents on loopback, fsync on.
 
-Each case starts 3 `binkeeper run` processes with the synthetic source (the same append path
-the MariaDB tailer uses) on the leader, and reads the leader's own commit-latency figures.
+Each case starts 3 agent processes with the synthetic source (`python -m
+agent.harness.synthetic`: `binkeeper run`'s agent plus a load on the same append path the
+MariaDB source uses) on the leader, and reads the leader's own commit-latency figures.
 Floors, measured in the same run on the same disk: three plain processes doing
 append+fdatasync of the same record batches at once, one fdatasync's latency, and the
 loopback TCP round trip.

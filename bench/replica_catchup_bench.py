@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.binlog_file import read_events
-from agent.mariadb_local import LocalMariaDB, find_binary
+from agent.binlog.files import read_events
+from agent.harness.local_mariadb import LocalMariaDB
+from agent.mariadb.binaries import find_binary
 from bench.report import markdown_table, record
 from bench.semisync_bench import SEMI_SYNC_MASTER, cpu_seconds, wait_for
 from tests.support.cluster import REPLICATION_PASSWORD, REPLICATION_USER, Cluster

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.mariadb_local import LocalMariaDB
-from agent.workload import Workload
+from agent.harness.local_mariadb import LocalMariaDB
+from agent.harness.workload import Workload
 from bench.floors import fdatasync_latencies, loopback_rtt, percentile, shared_disk_quorum_fsync
 from bench.report import markdown_table, record
 from tests.support.cluster import Cluster

@@ -15,7 +15,8 @@ from pathlib import Path
 import trio
 
 from bench.report import markdown_table, record
-from walstore import Record, RecordKind, WalStore
+from consensus import Entry, RecordKind
+from walstore import WalStore
 from walstore._record import encode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def main() -> None:
     rows = []
     for size, batch in ((200, 64), (8192, 16)):
         payload = os.urandom(size)
-        frame = encode(Record(0, 1, RecordKind.DATA, payload))
+        frame = encode(Entry(0, 1, RecordKind.DATA, payload))
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             directory = Path(tmp)
             # Alternate short rounds of floor and walstore, so drift in the disk's speed

@@ -2,6 +2,7 @@
 no files. Drive it with tick()/step()/propose()/flushed() and act on ready()."""
 
 from consensus.log import LogStorage
+from consensus.membership import Membership, MembershipError
 from consensus.messages import (
     AppendRequest,
     AppendResponse,
@@ -20,7 +21,6 @@ from consensus.node import (
     Config,
     ConfigChangeError,
     HardState,
-    Membership,
     Node,
     NotLeader,
     Progress,
@@ -42,6 +42,7 @@ __all__ = [
     "HeartbeatResponse",
     "LogStorage",
     "Membership",
+    "MembershipError",
     "Message",
     "Node",
     "NotLeader",

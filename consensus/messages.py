@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class RecordKind(enum.IntEnum):
+    """What a record holds; the one definition, stored on disk as a byte (walstore)."""
+
     DATA = 0  # one MariaDB transaction (or a piece of one)
     TERM_START = 1  # a new leader's first entry: lets it commit its predecessors' tail
     CONFIG = 2  # a membership configuration, in effect once appended
     BINLOG_META = 3  # a binlog event between transactions; to the core, data like DATA
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One log entry: what the core replicates and what the WAL stores as a record (one
+    type for both, so reading the log builds no second object per record). A NamedTuple:
+    built once per append and once per record read, so construction cost counts."""
+
     lsn: int  # first payload byte
     term: int
     kind: RecordKind
     payload: bytes
-    gtid: str | None = None
-    continued: bool = False
+    gtid: str | None = None  # the transaction's GTID, on its last piece
+    continued: bool = False  # more pieces of this transaction follow
 
     @property
     def end_lsn(self) -> int:

@@ -13,7 +13,6 @@ Invariants (checked by the simulator in tests/sim):
 from __future__ import annotations
 
 import enum
-import json
 import random
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 
 from consensus import quorum
 from consensus.log import LogStorage, RaftLog
+from consensus.membership import Membership
 from consensus.messages import (
     AppendRequest,
     AppendResponse,
@@ -65,40 +65,6 @@ class HardState:
     term: int = 0
     vote: str | None = None
     commit_lsn: int = 0
-
-
-@dataclass(frozen=True)
-class Membership:
-    generation: int
-    voters: frozenset[str]
-    learners: frozenset[str] = frozenset()
-    # Where members listen, as opaque strings: carried so every agent learns a new member's
-    # address from the log itself. The core never interprets them.
-    addresses: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def members(self) -> frozenset[str]:
-        return self.voters | self.learners
-
-    def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "generation": self.generation,
-                "voters": sorted(self.voters),
-                "learners": sorted(self.learners),
-                "addresses": dict(self.addresses),
-            }
-        ).encode()
-
-    @classmethod
-    def decode(cls, payload: bytes) -> Membership:
-        raw = json.loads(payload)
-        return cls(
-            int(raw["generation"]),
-            frozenset(raw["voters"]),
-            frozenset(raw["learners"]),
-            tuple(sorted(raw.get("addresses", {}).items())),
-        )
 
 
 @dataclass

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.mariadb_local import LocalMariaDB
+from agent.harness.local_mariadb import LocalMariaDB
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """walstore: one timeline's log on disk — segments of framed records, group-commit fsync,
-torn-tail repair, and an atomically replaced control file. Knows nothing of sockets,
-protobuf or MariaDB."""
+torn-tail repair, and an atomically replaced control file. Knows nothing of sockets or
+protobuf; of MariaDB only what a GTID looks like (its index). Records are consensus
+`Entry` values and memberships `consensus.Membership`: one definition of each."""
 
-from walstore._control import Control, Membership
-from walstore._record import Record, RecordKind
+from walstore._control import Control
 from walstore._store import RepairedTail, WalStore
 from walstore._verify import VerifyReport, verify
 from walstore.errors import (
@@ -15,15 +15,15 @@ from walstore.errors import (
     TruncateBelowCommit,
     WalError,
 )
+from walstore.gtid import Gtid, GtidError, domain_of, format_position, parse_position
 
 __all__ = [
     "Control",
     "CorruptionError",
     "DiskFullError",
-    "Membership",
+    "Gtid",
+    "GtidError",
     "NotARecordBoundary",
-    "Record",
-    "RecordKind",
     "RecordTooLarge",
     "RepairedTail",
     "SyncInProgress",
@@ -31,5 +31,8 @@ __all__ = [
     "VerifyReport",
     "WalError",
     "WalStore",
+    "domain_of",
+    "format_position",
+    "parse_position",
     "verify",
 ]

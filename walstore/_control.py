@@ -17,19 +17,12 @@ from pathlib import Path
 
 from crc32c import crc32c
 
+from consensus.membership import Membership
 from walstore.errors import CorruptionError
 
 CONTROL_NAME = "control"
 _MAGIC = b"BKCTL\x00\x00\x01"
 _HEAD = struct.Struct("<8sII")
-
-
-@dataclass(frozen=True)
-class Membership:
-    generation: int = 0
-    voters: tuple[str, ...] = ()
-    learners: tuple[str, ...] = ()
-    addresses: tuple[tuple[str, str], ...] = ()  # (member, where it listens)
 
 
 @dataclass(frozen=True)
@@ -50,12 +43,7 @@ def encode_control(control: Control) -> bytes:
             "commit_lsn": control.commit_lsn,
             "term_history": [list(pair) for pair in control.term_history],
             "removed_gtids": list(control.removed_gtids),
-            "membership": {
-                "generation": control.membership.generation,
-                "voters": list(control.membership.voters),
-                "learners": list(control.membership.learners),
-                "addresses": dict(control.membership.addresses),
-            },
+            "membership": control.membership.as_dict(),
         },
         sort_keys=True,
     ).encode()
@@ -82,14 +70,9 @@ def decode_control(data: bytes, path: Path) -> Control:
             commit_lsn=int(raw["commit_lsn"]),
             term_history=tuple((int(t), int(s)) for t, s in raw["term_history"]),
             removed_gtids=tuple(str(g) for g in raw.get("removed_gtids", ())),
-            membership=Membership(
-                generation=int(membership["generation"]),
-                voters=tuple(membership["voters"]),
-                learners=tuple(membership["learners"]),
-                addresses=tuple(sorted(membership.get("addresses", {}).items())),
-            ),
+            membership=Membership.from_dict(membership),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptionError(path, _HEAD.size, f"unreadable body: {exc}") from exc
 
 

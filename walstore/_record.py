@@ -5,7 +5,7 @@
     4      4    CRC32C of bytes [8, frame length)
     8      8    term
     16     8    LSN of the first payload byte
-    24     1    kind (RecordKind)
+    24     1    kind (consensus.RecordKind)
     25     1    flags (bit 0: continued — more pieces of this transaction follow)
     26     2    GTID length (0 when none)
     28     g    GTID, ASCII "domain-server-seq"
@@ -18,11 +18,11 @@ the CRC of the (wrong) span it claims or by the bounds checks in `parse`.
 
 from __future__ import annotations
 
-import enum
 import struct
-from typing import NamedTuple
 
 from crc32c import crc32c
+
+from consensus.messages import Entry, RecordKind
 
 HEADER = struct.Struct("<IIQQBBH")
 HEADER_SIZE = HEADER.size  # 28
@@ -31,29 +31,7 @@ KNOWN_FLAGS = FLAG_CONTINUED
 _CRC_AND_REST = struct.Struct("<QQBBH")
 
 
-class RecordKind(enum.IntEnum):
-    DATA = 0  # one MariaDB transaction, or one piece of one
-    TERM_START = 1  # a new leader's first record of its term
-    CONFIG = 2  # a membership configuration
-    BINLOG_META = 3  # a binlog event between transactions (FDE, ROTATE, GTID_LIST, ...)
-
-
-class Record(NamedTuple):
-    """One stored record. A NamedTuple: built once per append, so construction cost counts."""
-
-    lsn: int
-    term: int
-    kind: RecordKind
-    payload: bytes
-    gtid: str | None = None
-    continued: bool = False
-
-    @property
-    def end_lsn(self) -> int:
-        return self.lsn + len(self.payload)
-
-
-def encode_parts(record: Record) -> tuple[bytes, bytes]:
+def encode_parts(record: Entry) -> tuple[bytes, bytes]:
     """(frame header with GTID, payload): written together, never joined, so a large
     payload is not copied on its way to disk."""
     gtid = record.gtid.encode("ascii") if record.gtid else b""
@@ -66,7 +44,7 @@ def encode_parts(record: Record) -> tuple[bytes, bytes]:
     return head + rest + gtid, payload
 
 
-def encode(record: Record) -> bytes:
+def encode(record: Entry) -> bytes:
     return b"".join(encode_parts(record))
 
 
@@ -74,7 +52,7 @@ class FrameError(Exception):
     """Why bytes at an offset are not a valid record (internal; callers wrap it)."""
 
 
-def parse(buf: bytes | memoryview, offset: int, max_payload: int) -> tuple[Record, int]:
+def parse(buf: bytes | memoryview, offset: int, max_payload: int) -> tuple[Entry, int]:
     """Parse the record at OFFSET of BUF; returns it and the frame size, or raises FrameError."""
     if len(buf) - offset < HEADER_SIZE:
         raise FrameError(f"{len(buf) - offset} bytes left, a record header needs {HEADER_SIZE}")
@@ -97,7 +75,7 @@ def parse(buf: bytes | memoryview, offset: int, max_payload: int) -> tuple[Recor
     payload = bytes(buf[start + gtid_len : offset + length])
     if not payload:
         raise FrameError("empty payload")
-    return Record(lsn, term, RecordKind(kind), payload, gtid, bool(flags & FLAG_CONTINUED)), length
+    return Entry(lsn, term, RecordKind(kind), payload, gtid, bool(flags & FLAG_CONTINUED)), length
 
 
 _KINDS = frozenset(int(k) for k in RecordKind)

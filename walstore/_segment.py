@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from consensus.messages import Entry
 from walstore import _record
-from walstore._record import Record
 
 SUFFIX = ".seg"
 _NAME = re.compile(r"^([0-9a-f]{16})\.seg$")
@@ -58,7 +58,7 @@ def scan_segment(
     *,
     prev_term: int,
     max_payload: int,
-    on_record: Callable[[Record], None],
+    on_record: Callable[[Entry], None],
 ) -> ScanResult:
     """Index every record of DATA into SEGMENT until the end or the first bad record."""
     offset = 0

@@ -27,9 +27,9 @@ from typing import Any
 
 import trio
 
+from consensus.messages import Entry, RecordKind
 from walstore import _record
 from walstore._control import Control, fsync_dir, read_control, write_control
-from walstore._record import Record, RecordKind
 from walstore._segment import (
     ScanResult,
     Segment,
@@ -46,6 +46,7 @@ from walstore.errors import (
     TruncateBelowCommit,
     WalError,
 )
+from walstore.gtid import domain_of
 
 log = logging.getLogger("binkeeper.walstore")
 
@@ -107,7 +108,7 @@ class WalStore:
         self._flush_lsn = 0
         self._last_term = 0
         self._pending: list[_Pending] = []  # appended, not yet handed to a writer
-        self._mem: list[Record] = []  # every record above flush_lsn, in order
+        self._mem: list[Entry] = []  # every record above flush_lsn, in order
         self._write_fds: dict[int, int] = {}  # segment first LSN -> fd (writer side)
         self._read_fds: dict[int, int] = {}
         self._sync_round: _SyncRound | None = None
@@ -148,7 +149,7 @@ class WalStore:
         # The term history of records below the first segment (removed) comes from control.
         first_lsn = segments[0].first_lsn if segments else 0
         self._term_changes = [(t, s) for t, s in self.control.term_history if s < first_lsn]
-        self._removed_gtids = {_domain(g): g for g in self.control.removed_gtids}
+        self._removed_gtids = {domain_of(g): g for g in self.control.removed_gtids}
         self._last_gtids = dict(self._removed_gtids)
         term = self._last_term = self._term_changes[-1][0] if self._term_changes else 0
         for index, segment in enumerate(segments):
@@ -201,7 +202,7 @@ class WalStore:
                 f"({self._end_lsn}): committed records are missing",
             )
 
-    def _index_record(self, record: Record) -> None:
+    def _index_record(self, record: Entry) -> None:
         if not self._term_changes or self._term_changes[-1][0] != record.term:
             self._term_changes.append((record.term, record.lsn))
         self._last_term = record.term
@@ -209,7 +210,7 @@ class WalStore:
             self._meta_lsns.append(record.lsn)
         if record.gtid is not None and not record.continued:
             self._gtids[record.gtid] = record.end_lsn
-            self._last_gtids[_domain(record.gtid)] = record.gtid
+            self._last_gtids[domain_of(record.gtid)] = record.gtid
 
     def _repair_tail(self, segment: Segment, size: int, result: ScanResult) -> None:
         assert result.error_offset is not None
@@ -288,7 +289,7 @@ class WalStore:
             kind = RecordKind(kind)
         if type(payload) is not bytes:
             payload = bytes(payload)
-        record = Record(lsn, term, kind, payload, gtid, continued)
+        record = Entry(lsn, term, kind, payload, gtid, continued)
         head, _ = _record.encode_parts(record)
         size = len(head) + len(payload)
         segment = self._segments[-1] if self._segments else None
@@ -310,7 +311,7 @@ class WalStore:
             self._last_term = term
         if gtid is not None and not continued:
             self._gtids[gtid] = end
-            self._last_gtids[_domain(gtid)] = gtid
+            self._last_gtids[domain_of(gtid)] = gtid
         elif kind is RecordKind.BINLOG_META:
             self._meta_lsns.append(lsn)
         self._end_lsn = end
@@ -464,7 +465,7 @@ class WalStore:
         index = bisect.bisect_left(self._term_changes, lsn, key=lambda pair: pair[1]) - 1
         return self._term_changes[index][0] if index >= 0 else None
 
-    def read(self, from_lsn: int = 0, *, max_bytes: int | None = None) -> Iterator[Record]:
+    def read(self, from_lsn: int = 0, *, max_bytes: int | None = None) -> Iterator[Entry]:
         """Records from FROM_LSN (a boundary) on.
 
         MAX_BYTES bounds the payload total, but at least one record is yielded.
@@ -543,7 +544,7 @@ class WalStore:
                 pending.add(domain)
         if pending:
             for gtid, end in reversed(self._gtids.items()):  # appended, so in LSN order
-                domain = _domain(gtid)
+                domain = domain_of(gtid)
                 if end <= lsn and domain in pending:
                     result[domain] = gtid
                     pending.discard(domain)
@@ -561,7 +562,7 @@ class WalStore:
         """LSNs of the BINLOG_META records still in the log, ascending."""
         return list(self._meta_lsns)
 
-    def last_binlog_meta(self) -> Record | None:
+    def last_binlog_meta(self) -> Entry | None:
         """The newest BINLOG_META record still in the log, if any."""
         if not self._meta_lsns:
             return None
@@ -616,7 +617,7 @@ class WalStore:
         self._flush_lsn = min(self._flush_lsn, lsn)
         self._last_gtids = dict(self._removed_gtids)
         for gtid, _end in sorted(self._gtids.items(), key=lambda item: item[1]):
-            self._last_gtids[_domain(gtid)] = gtid
+            self._last_gtids[domain_of(gtid)] = gtid
 
     def _rebuild_pending(self, lsn: int) -> list[_Pending]:
         """Frames for the unwritten records that survive a truncation to LSN."""
@@ -651,7 +652,7 @@ class WalStore:
                     if record.lsn >= segment.end_lsn:
                         break
                     if record.gtid is not None and not record.continued:
-                        self._removed_gtids[_domain(record.gtid)] = record.gtid
+                        self._removed_gtids[domain_of(record.gtid)] = record.gtid
             self.save_control(self.control)
             for segment in self._segments[:count]:
                 self._forget_fds(segment)
@@ -748,6 +749,3 @@ def _pwrite_all(fd: int, parts: list[bytes], offset: int) -> None:
         offset += total
         index += len(chunk)
 
-
-def _domain(gtid: str) -> int:
-    return int(gtid.split("-", 1)[0])

@@ -5,7 +5,7 @@ import threading
 import pytest
 import trio
 
-from agent.ack_sender import AckSender
+from agent.source.ack_sender import AckSender
 
 
 def encode(file_name: str, position: int) -> bytes:

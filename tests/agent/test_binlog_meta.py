@@ -1,25 +1,21 @@
 from __future__ import annotations
 
-import struct
-import zlib
-
 import pytest
 
-from agent.binlog_events import FORMAT_DESCRIPTION, HEADER, HEARTBEAT, ROTATE, Event
-from agent.binlog_meta import (
+from agent.binlog.events import (
+    FORMAT_DESCRIPTION,
+    HEARTBEAT,
     LOG_EVENT_ARTIFICIAL_F,
-    BinlogMeta,
-    BinlogPosition,
-    MetaRecordError,
-    is_new,
-    is_stored_meta,
+    ROTATE,
+    Event,
+    make_event,
 )
+from agent.binlog.meta import BinlogMeta, MetaRecordError, is_new, is_stored_meta
+from agent.binlog.positions import BinlogPosition
 
 
 def event(type_code: int, next_pos: int, flags: int = 0, body: bytes = b"body") -> Event:
-    length = HEADER.size + len(body) + 4
-    raw = HEADER.pack(0, type_code, 1, length, next_pos, flags) + body
-    return Event.parse(raw + struct.pack("<I", zlib.crc32(raw)))
+    return Event.parse(make_event(type_code, 1, body, log_pos=next_pos, flags=flags))
 
 
 def test_encode_decode_keeps_the_event_verbatim() -> None:

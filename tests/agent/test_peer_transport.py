@@ -10,7 +10,7 @@ import trio
 
 import consensus
 from agent.config import parse_config
-from agent.peers import PeerTransport
+from agent.node.transport import PeerTransport
 from tests.support.cluster import free_port
 
 RECORD = 1 << 20

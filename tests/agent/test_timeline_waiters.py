@@ -16,9 +16,9 @@ import trio
 
 import consensus
 import walstore
-from agent.timeline import CommitOutcomeUnknown, TimelineNode
+from agent.node.loop import CommitOutcomeUnknown, TimelineNode
 
-MEMBERS = walstore.Membership(1, ("a1", "a2", "a3"), (), ())
+MEMBERS = consensus.Membership(1, frozenset({"a1", "a2", "a3"}))
 
 
 async def test_a_proposal_truncated_by_a_new_leader_is_not_reported_committed(

@@ -5,9 +5,10 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.binlog_events import Event, Transaction
-from agent.transactions import whole_transactions
-from walstore import RecordKind, WalStore
+from agent.binlog.events import Event
+from agent.binlog.transactions import Transaction, whole_transactions
+from consensus import RecordKind
+from walstore import WalStore
 
 
 def test_pieces_join_and_a_term_change_drops_a_fragment(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import consensus
-from agent import translate, wire
+from agent import wire
+from agent.node import translate
 from consensus import Entry, RecordKind, TermStart
 
 MESSAGES = [

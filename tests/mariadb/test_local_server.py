@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.binlog_file import BinlogFileError, read_events, read_transactions
-from agent.mariadb_local import LocalMariaDB, find_binary
-from agent.workload import Workload
+from agent.binlog.files import BinlogFileError, read_events, read_transactions
+from agent.harness.local_mariadb import LocalMariaDB
+from agent.harness.workload import Workload
+from agent.mariadb.binaries import find_binary
+from walstore import Gtid
 
 pytestmark = pytest.mark.mariadb
 
@@ -48,7 +50,7 @@ def test_binlog_reader_agrees_with_the_server_and_mariadb_binlog(mariadb: LocalM
     transactions = list(read_transactions(files))
     gtid_pos = mariadb.query("SELECT @@gtid_binlog_pos")[0][0]
     assert transactions[-1].gtid == gtid_pos
-    seqs = [int(t.gtid.split("-")[2]) for t in transactions]
+    seqs = [Gtid.parse(t.gtid).seq_no for t in transactions]
     assert seqs == list(range(1, len(seqs) + 1))  # every transaction, none twice
     result = subprocess.run(
         [find_binary("mariadb-binlog"), "--verify-binlog-checksum", *map(str, files)],

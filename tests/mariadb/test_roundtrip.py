@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.binlog_events import FORMAT_DESCRIPTION, GTID, TransactionGrouper
-from agent.binlog_file import read_events, read_transactions
-from agent.mariadb_local import LocalMariaDB
+from agent.binlog.events import GTID, without_in_use
+from agent.binlog.files import read_events, read_transactions
+from agent.binlog.transactions import TransactionGrouper
+from agent.harness.local_mariadb import LocalMariaDB
 from tests.mariadb.test_semisync import enable_semi_sync, stored_meta, stored_transactions
 from tests.support.cluster import Cluster, wait_tailing, wait_until
 
@@ -79,14 +80,6 @@ async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
     finally:
         cluster.stop()
         primary.cleanup()
-
-
-def without_in_use(raw: bytes) -> bytes:
-    """A FORMAT_DESCRIPTION event with its "file in use" flag cleared: the server clears it
-    in place when it closes the file, after the event was sent."""
-    if raw[4] != FORMAT_DESCRIPTION:
-        return raw
-    return raw[:17] + bytes([raw[17] & ~0x01]) + raw[18:]
 
 
 def binlog_meta_events(paths: list[Path]) -> list[tuple[str, int, bytes]]:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.binlog_file import read_transactions
-from agent.mariadb_local import LocalMariaDB
-from agent.workload import Workload
+from agent.binlog.files import read_transactions
+from agent.harness.local_mariadb import LocalMariaDB
+from agent.harness.workload import Workload
 from tests.support.cluster import Cluster, wait_until
+from walstore import Gtid
 
 pytestmark = pytest.mark.mariadb
 
@@ -49,7 +50,7 @@ def _read_wal(data_dir: Path, script: str) -> list[list[str]]:
     [timeline] = (data_dir / "timelines").iterdir()
     out = subprocess.run(
         [sys.executable, "-c",
-         "import sys, walstore\ns = walstore.WalStore.open(sys.argv[1], create=False)\n"
+         "import sys, consensus, walstore\ns = walstore.WalStore.open(sys.argv[1], create=False)\n"
          + script, str(timeline)],
         check=True, capture_output=True, text=True,
     ).stdout
@@ -60,7 +61,7 @@ def stored_transactions(data_dir: Path) -> dict[str, bytes]:
     """GTID -> whole transaction bytes from an agent's WAL (pieces joined)."""
     result: dict[str, bytes] = {}
     for gtid, data in _read_wal(data_dir, (
-        "from agent.transactions import whole_transactions\n"
+        "from agent.binlog.transactions import whole_transactions\n"
         "records = s.read(s.first_lsn)\n"
         "for gtid, raw in whole_transactions(records, upto_lsn=s.control.commit_lsn):\n"
         "    print(gtid, raw.hex())\n")):
@@ -72,10 +73,10 @@ def stored_transactions(data_dir: Path) -> dict[str, bytes]:
 def stored_meta(data_dir: Path) -> list[tuple[str, int, bytes]]:
     """(binlog file, end position, event) of each committed BINLOG_META record, in order."""
     return [(name, int(pos), bytes.fromhex(raw)) for name, pos, raw in _read_wal(data_dir, (
-        "from agent.binlog_meta import BinlogMeta\n"
+        "from agent.binlog.meta import BinlogMeta\n"
         "for r in s.read(s.first_lsn):\n"
         "    if r.end_lsn > s.control.commit_lsn: break\n"
-        "    if r.kind is walstore.RecordKind.BINLOG_META:\n"
+        "    if r.kind is consensus.RecordKind.BINLOG_META:\n"
         "        m = BinlogMeta.decode(r.payload)\n"
         "        print(m.file_name, m.event.next_pos, m.event.raw.hex())\n"))]
 
@@ -141,7 +142,7 @@ async def test_commits_wait_for_the_quorum(primary: LocalMariaDB, tmp_path: Path
             assert not differ, (f"{name} differs from the binlog at {differ[:5]}: "
                                 f"{tail[differ[0]][:80].hex()} vs {stored[differ[0]][:80].hex()}")
             # everything after the schema setup (which predates the agents) is stored
-            assert set(stored) >= {g for g in expected if int(g.split("-")[2]) > 4}
+            assert set(stored) >= {g for g in expected if Gtid.parse(g).seq_no > 4}
     finally:
         cluster.stop()
 
@@ -191,7 +192,7 @@ async def test_leader_killed_under_load_loses_no_acknowledged_commit(
         stored = b"".join(histories[0].values())
         missing = [i for i in workload.history.acked if struct.pack("<q", i) not in stored]
         assert not missing, f"{len(missing)} acknowledged commits are not in the quorum"
-        seqs = sorted(int(g.split("-")[2]) for g in histories[0])
+        seqs = sorted(Gtid.parse(g).seq_no for g in histories[0])
         assert len(seqs) == len(set(seqs))  # nothing stored twice
     finally:
         cluster.stop()

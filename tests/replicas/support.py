@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from agent.mariadb_local import LocalMariaDB
+from agent.harness.local_mariadb import LocalMariaDB
 from tests.mariadb.test_semisync import enable_semi_sync
 from tests.support.cluster import Cluster, wait_tailing
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from agent.mariadb_local import find_binary
+from agent.mariadb.binaries import find_binary
 from tests.replicas.support import primary_with_serving_agents
 from tests.support.cluster import (
     REPLICATION_PASSWORD,

@@ -7,10 +7,10 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.mysql_server import packets
-from agent.mysql_server.packets import PacketDecoder, PacketWriter
-from agent.mysql_server.queries import QueryContext
-from agent.mysql_server.session import Close, DumpRequest, Session
+from agent.serving import packets
+from agent.serving.packets import PacketDecoder, PacketWriter
+from agent.serving.queries import QueryContext
+from agent.serving.session import Close, DumpRequest, Session
 
 SCRAMBLE = b"abcdefghijklmnopqrst"
 

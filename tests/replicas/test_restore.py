@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.mariadb_local import LocalMariaDB, find_binary
+from agent.harness.local_mariadb import LocalMariaDB
+from agent.mariadb.binaries import find_binary
 from tests.replicas.support import primary_with_serving_agents
 from tests.support.cluster import (
     REPLICATION_PASSWORD,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from agent.mariadb_local import LocalMariaDB
-from agent.workload import Workload
+from agent.harness.local_mariadb import LocalMariaDB
+from agent.harness.workload import Workload
 from tests.replicas.support import primary_with_serving_agents
 from tests.support.cluster import (
     REPLICATION_PASSWORD,

@@ -42,16 +42,11 @@ class AgentProcess:
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None
         log = self.log_path.open("ab")
+        # A synthetic load runs in the harness's agent: `binkeeper run` plus the load.
+        entry = (["-m", "agent.harness.synthetic"] if "--synthetic-load" in self.extra_args
+                 else ["-m", "agent", "run"])
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "run",
-                "--config",
-                str(self.config_path),
-                *self.extra_args,
-            ],
+            [sys.executable, *entry, "--config", str(self.config_path), *self.extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

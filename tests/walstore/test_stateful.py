@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from walstore import Control, RecordKind, WalStore
-from walstore._record import Record, encode
+from consensus import Entry, RecordKind
+from walstore import Control, WalStore
+from walstore._record import encode
 
 SEGMENT = 700
 
@@ -96,7 +97,7 @@ class WalModel(RuleBasedStateMachine):
         frames = b""
         torn = []
         for i in range(extra):
-            frame = encode(Record(lsn, self.term, RecordKind.DATA, b"t" * (50 + i)))
+            frame = encode(Entry(lsn, self.term, RecordKind.DATA, b"t" * (50 + i)))
             torn.append((len(frames) + len(frame), (self.term, b"t" * (50 + i), None)))
             frames += frame
             lsn += 50 + i

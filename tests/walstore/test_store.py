@@ -7,7 +7,8 @@ import pytest
 import trio
 
 import walstore
-from walstore import Control, Membership, RecordKind, WalStore
+from consensus import Membership, RecordKind
+from walstore import Control, WalStore
 
 
 def test_append_flush_read_reopen(tmp_path: Path) -> None:
@@ -130,7 +131,8 @@ def test_control_round_trip_atomic(tmp_path: Path) -> None:
         term=7,
         vote="a2",
         commit_lsn=0,
-        membership=Membership(generation=3, voters=("a1", "a2", "a3"), learners=("a4",)),
+        membership=Membership(generation=3, voters=frozenset({"a1", "a2", "a3"}),
+                              learners=frozenset({"a4"})),
     )
     with WalStore.open(tmp_path) as store:
         store.save_control(control)

@@ -1,0 +1,84 @@
+"""The `binkeeper` command line: one subcommand per job, each in its own module of this
+package, imported only when that subcommand runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# subcommand path -> "module:function"; each handler takes the parsed args, returns an exit code.
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _lazy(target: str) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        module_name, func_name = target.split(":")
+        func: Handler = getattr(importlib.import_module(module_name), func_name)
+        return func(args)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="binkeeper", description="Binkeeper: a quorum safekeeper for MariaDB binlogs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    wal = sub.add_parser("wal", help="offline checks of a WAL data directory")
+    wal_sub = wal.add_subparsers(dest="wal_command", required=True)
+    verify = wal_sub.add_parser("verify", help="check every record and the control file")
+    verify.add_argument("dir", help="a timeline's WAL directory")
+    verify.set_defaults(handler=_lazy("agent.cli.wal:verify_main"))
+    dump = wal_sub.add_parser("dump", help="list records: LSN, term, size, GTID")
+    dump.add_argument("dir", help="a timeline's WAL directory")
+    dump.add_argument("--from-lsn", type=int, default=0, help="first LSN to list")
+    dump.add_argument("--payload-sha", action="store_true", help="print a digest of each payload")
+    dump.set_defaults(handler=_lazy("agent.cli.wal:dump_main"))
+
+    run = sub.add_parser("run", help="run one agent")
+    run.add_argument("--config", required=True, help="the agent's TOML config file")
+    run.set_defaults(handler=_lazy("agent.cli.run:main"))
+
+    status = sub.add_parser("status", help="the cluster as this agent sees it")
+    status.add_argument("--url", default="http://127.0.0.1:7676", help="the agent's admin API")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(handler=_lazy("agent.cli.status:main"))
+
+    restore = sub.add_parser(
+        "restore", help="committed history up to a GTID or a time, as binlog files")
+    restore.add_argument("--timeline", default=None, help="refuse an agent serving another")
+    target = restore.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-gtid", default=None, help="stop after this GTID, e.g. 0-1-42")
+    target.add_argument("--to-time", default=None,
+                        help="stop before the first commit after this time (UTC)")
+    destination = restore.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--out", default=None, help="an empty directory for the files")
+    destination.add_argument(
+        "--target", default=None,
+        help="replay into this server: mysql://USER[:PASSWORD]@HOST[:PORT]")
+    restore.add_argument("--config", default=None,
+                         help="an agent's config: its listen_mysql and [replication] user")
+    restore.add_argument("--from", dest="source", default=None,
+                         help="an agent's replication port, HOST:PORT (default 127.0.0.1:3307)")
+    restore.add_argument("--user", default=None)
+    restore.add_argument("--password", default=None)
+    restore.set_defaults(handler=_lazy("agent.cli.restore:main"))
+
+    demo = sub.add_parser("demo", help="run the end-to-end demo on this machine")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    demo.add_argument("--transactions", type=int, default=None, help="how many to write")
+    demo.set_defaults(handler=_lazy("agent.cli.demo:main"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""`binkeeper restore`: committed history up to a GTID or a time, as binlog files in a
+directory or replayed into a server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import pymysql
+
+from agent.binlog.writer import BinlogWriterError
+from agent.config import ConfigError, load_config
+from agent.restore.fetch import RestoreError, parse_time, restore
+from agent.restore.replay import TargetServer, replay_into
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    host, port, user, password = "127.0.0.1", 3307, args.user, args.password
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"binkeeper restore: {exc}", file=sys.stderr)
+            return 2
+        if config.listen_mysql is None:
+            print("binkeeper restore: the config has no listen_mysql", file=sys.stderr)
+            return 2
+        host, port = config.listen_mysql.host, config.listen_mysql.port
+        user = user or config.replication.user
+        password = password if password is not None else config.replication.password
+    if args.source:
+        host, _, port_text = args.source.rpartition(":")
+        port = int(port_text)
+    try:
+        target = TargetServer.parse(args.target) if args.target else None
+        to_time = parse_time(args.to_time) if args.to_time else None
+    except RestoreError as exc:
+        print(f"binkeeper restore: {exc}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="binkeeper-restore-") as scratch:
+        out = Path(args.out) if args.out else Path(scratch) / "binlogs"
+        if out.exists() and any(out.iterdir()):
+            print(f"binkeeper restore: {out} is not empty", file=sys.stderr)
+            return 2
+        try:
+            files, last = restore(host, port, user or "repl", password or "", out,
+                                  timeline=args.timeline, to_gtid=args.to_gtid,
+                                  to_time=to_time)
+            if target is not None:
+                replay_into(files, target)
+        except (RestoreError, BinlogWriterError) as exc:
+            print(f"binkeeper restore: {exc}", file=sys.stderr)
+            return 1
+        except pymysql.err.MySQLError as exc:
+            print(f"binkeeper restore: cannot read from {host}:{port}: {exc}", file=sys.stderr)
+            return 1
+        if target is not None:
+            print(f"replayed {len(files)} binlog file(s) into {target.host}:{target.port}, "
+                  f"up to GTID {last}")
+            return 0
+    print(f"wrote {len(files)} binlog file(s) to {out}, up to GTID {last}")
+    for path in files:
+        print(f"  {path}")
+    return 0

@@ -1,0 +1,114 @@
+"""The narrow interface to one timeline for the admin API (and, later, failover).
+
+Handlers and controllers never hold the agent object or the consensus core: they get a
+`TimelineHandle`, which can read the timeline's state, change its membership one member at
+a time, and hand leadership over — nothing else. Errors are this module's (and
+`consensus.NotLeader`, re-exported: the one not-leader error), each meaning one answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+import consensus
+from agent.node.loop import CommitOutcomeUnknown, TimelineNode
+
+NotLeader = consensus.NotLeader
+MEMBERSHIP_ACTIONS = ("add_learner", "promote", "remove")
+
+
+class ChangeRefused(Exception):
+    """A request that is well formed but not allowed now (one change at a time, a learner
+    not caught up, a member that does not exist, ...)."""
+
+
+class TransferTimeout(Exception):
+    """The target did not take leadership in time."""
+
+
+def membership_json(membership: consensus.Membership) -> dict[str, Any]:
+    return membership.as_dict()
+
+
+class TimelineHandle:
+    def __init__(self, node: TimelineNode, timeline_id: str, name: str,
+                 status_extra: Callable[[], dict[str, Any]] | None = None) -> None:
+        self._node = node
+        self.timeline_id = timeline_id
+        self.name = name
+        self._status_extra = status_extra
+
+    def known_as(self, name: str) -> bool:
+        return name in (self.timeline_id, self.name)
+
+    @property
+    def role(self) -> str:
+        return self._node.role
+
+    @property
+    def leader(self) -> str | None:
+        return self._node.leader
+
+    @property
+    def term(self) -> int:
+        return self._node.term
+
+    async def wait_role_change(self) -> None:
+        await self._node.wait_role_change()
+
+    def status(self) -> dict[str, Any]:
+        extra = self._status_extra() if self._status_extra is not None else {}
+        return {"timeline_id": self.timeline_id, "name": self.name,
+                **self._node.status(), **extra}
+
+    def membership(self) -> dict[str, Any]:
+        return membership_json(self._node.membership)
+
+    async def change_membership(self, action: str, member: str,
+                                address: str | None = None) -> dict[str, Any]:
+        """One membership change, answered once committed. Raises NotLeader, ChangeRefused,
+        CommitOutcomeUnknown; ValueError for a malformed request."""
+        if action not in MEMBERSHIP_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(MEMBERSHIP_ACTIONS)}")
+        if action == "add_learner" and (address is None or ":" not in address):
+            raise ValueError('add_learner needs "addr": "host:port"')
+
+        def build(current: consensus.Membership) -> consensus.Membership:
+            if action == "add_learner":
+                assert address is not None
+                return current.with_learner(member, address)
+            if action == "promote":
+                return current.promoted(member)
+            return current.without(member)
+
+        try:
+            membership = await self._node.change_membership(build)
+        except (consensus.ConfigChangeError, consensus.MembershipError) as exc:
+            raise ChangeRefused(str(exc)) from exc
+        return membership_json(membership)
+
+    async def transfer_leadership(self, to: str, timeout: float) -> dict[str, Any]:
+        """Hand leadership to TO; returns once this agent stepped down and heard from the
+        new leader. Raises NotLeader, ChangeRefused, TransferTimeout."""
+        node = self._node
+        try:
+            await node.transfer_leadership(to)
+        except ValueError as exc:
+            raise ChangeRefused(str(exc)) from exc
+        with trio.move_on_after(timeout):
+            while node.role == "leader" or node.leader is None:
+                await node.wait_role_change()
+            return {"leader": node.leader, "term": node.term}
+        raise TransferTimeout(f"{to} did not take over within {timeout}s")
+
+
+__all__ = [
+    "ChangeRefused",
+    "CommitOutcomeUnknown",
+    "NotLeader",
+    "TimelineHandle",
+    "TransferTimeout",
+]

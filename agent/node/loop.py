@@ -1,0 +1,479 @@
+"""One timeline's node loop: drives the sans-I/O consensus core with real disk and network.
+
+A single task owns the core. Everything else (peer receivers, the tick timer, the fsync
+worker, proposers) talks to it through one inbox channel, so the core never sees two
+inputs at once. Each pass drains every queued input, then handles one Ready in the order
+the core requires: persist term/vote, truncate, append, send, then fsync — on the loop for
+a small batch on a fast disk, otherwise in the group-commit worker, whose completion comes
+back as a `flushed` input.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+
+import consensus
+import walstore
+from agent.node.log_storage import WalLogStorage
+
+log = logging.getLogger("binkeeper.timeline")
+
+# How often a commit-LSN-only change reaches the control file; term and vote changes are
+# written (and fsynced) before any message that depends on them.
+COMMIT_PERSIST_INTERVAL = 0.2
+
+# When the loop has nothing else to do, a small batch is written and fsynced on the event
+# loop itself: the hand-off to a worker thread and back costs more CPU and latency than a
+# fast fdatasync (a leader's appends are already on the wire by then). Under load, for
+# large batches, and on a disk whose recent fsyncs were slow, the group-commit worker does
+# it, overlapping the loop's other work and keeping heartbeats flowing.
+INLINE_FLUSH_BYTES = 32 << 10
+INLINE_FLUSH_SLOW = 0.005  # seconds: a smoothed flush time above this uses the worker
+
+
+class CommitOutcomeUnknown(Exception):
+    """Leadership was lost before the proposal committed: it may or may not commit later."""
+
+
+@dataclass
+class _Waiter:
+    end_lsn: int
+    done: trio.Event = field(default_factory=trio.Event)
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class _Propose:
+    payload: bytes
+    gtid: str | None
+    continued: bool
+    reply: _Waiter
+    kind: consensus.RecordKind = consensus.RecordKind.DATA
+
+
+@dataclass(frozen=True)
+class _Flushed:
+    lsn: int
+
+
+@dataclass(frozen=True)
+class _Tick:
+    pass
+
+
+@dataclass(frozen=True)
+class _Message:
+    msg: Any
+
+
+@dataclass(frozen=True)
+class _Admin:
+    """Run ACTION on the core in the node loop; an int result is an LSN to await commit of."""
+
+    action: Callable[[consensus.Node], int | None]
+    reply: _Waiter
+
+
+Send = Callable[[str, Any], None]
+
+
+class TimelineNode:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        initial_membership: consensus.Membership,
+        store: walstore.WalStore,
+        send: Send,
+        tick_seconds: float,
+        core_config: consensus.Config,
+        rng: random.Random | None = None,
+        on_membership: Callable[[consensus.Membership], None] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self._send = send
+        self._tick_seconds = tick_seconds
+        self.storage = WalLogStorage(store)
+        control = store.control
+        self._on_membership = on_membership
+        membership = control.membership if control.membership.voters else initial_membership
+        self.core = consensus.Node(
+            core_config,
+            self.storage,
+            consensus.HardState(
+                term=control.term, vote=control.vote, commit_lsn=control.commit_lsn
+            ),
+            membership,
+            rng or random.Random(),
+            store.flush_lsn,
+        )
+        self._inbox_send, self._inbox = trio.open_memory_channel[object](math.inf)
+        self._dirty = trio.Event()
+        self._waiters = consensus.PendingProposals[_Waiter]()
+        self._persisted_commit = control.commit_lsn
+        self._last_commit_persist = 0.0
+        self._persist_due = trio.Event()
+        self.commit_lsn = control.commit_lsn
+        self.commit_changed = trio.Event()
+        self.role = "follower"
+        self.term = control.term
+        self.leader: str | None = None
+        self._role_changed = trio.Event()
+        self.disk_full_errors = 0
+        self._commit_listeners: list[Callable[[int], None]] = []
+        self._flush_seconds = 0.0  # smoothed duration of flushes
+        self._last_flush_end = 0.0
+        self.inline_flushes = 0
+
+    # ---- inputs from other tasks -------------------------------------------------------
+
+    def deliver(self, msg: Any) -> None:
+        self._inbox_send.send_nowait(_Message(msg))
+
+    async def propose(
+        self, payload: bytes, *, gtid: str | None = None, continued: bool = False
+    ) -> int:
+        """Append through the quorum; returns the end LSN once it is committed."""
+        return await self.wait(self.submit(payload, gtid=gtid, continued=continued))
+
+    def submit(
+        self, payload: bytes, *, gtid: str | None = None, continued: bool = False,
+        kind: consensus.RecordKind = consensus.RecordKind.DATA,
+    ) -> _Waiter:
+        """Queue a proposal without waiting: submissions keep their order in the log."""
+        waiter = _Waiter(end_lsn=-1)
+        self._inbox_send.send_nowait(_Propose(payload, gtid, continued, waiter, kind))
+        return waiter
+
+    @staticmethod
+    async def wait(waiter: _Waiter) -> int:
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.end_lsn
+
+    def add_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call LISTENER(commit_lsn) on the node loop whenever the commit LSN advances, before
+        that pass sends anything: the quickest way to act on a commit. It must not block."""
+        self._commit_listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
+        if listener in self._commit_listeners:
+            self._commit_listeners.remove(listener)
+
+    async def admin(self, action: Callable[[consensus.Node], int | None]) -> int:
+        """Run an admin ACTION on the core; if it returns an LSN, wait until it commits."""
+        waiter = _Waiter(end_lsn=-1)
+        self._inbox_send.send_nowait(_Admin(action, waiter))
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.end_lsn
+
+    async def change_membership(
+        self, build: Callable[[consensus.Membership], consensus.Membership]
+    ) -> consensus.Membership:
+        """Propose BUILD(current membership); returns it once the change is committed."""
+        await self.admin(lambda core: core.propose_membership(build(core.membership)))
+        return self.core.membership
+
+    async def transfer_leadership(self, to: str) -> None:
+        def start(core: consensus.Node) -> None:
+            core.transfer_leadership(to)
+
+        await self.admin(start)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._syncer)
+            nursery.start_soon(self._commit_persister)
+            task_status.started()
+            await self._main_loop()
+
+    def persist_commit_now(self) -> None:
+        """On shutdown: the control file gets the latest commit LSN (never beyond the disk)."""
+        if self.commit_lsn != self._persisted_commit:
+            self._write_control({})
+
+    async def _ticker(self) -> None:
+        next_at = trio.current_time()
+        while True:
+            next_at += self._tick_seconds
+            await trio.sleep_until(next_at)
+            self._inbox_send.send_nowait(_Tick())
+
+    async def _syncer(self) -> None:
+        # Group commit: one fsync covers everything appended while the previous one ran.
+        backoff = 0.05
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            started = time.perf_counter()
+            try:
+                lsn = await self.store.sync()
+            except walstore.DiskFullError as exc:
+                # Nothing is lost: the records stay pending and are retried; no acks meanwhile.
+                self.disk_full_errors += 1
+                log.error("%s: %s; retrying in %.1fs", self.node_id, exc, backoff)
+                self._dirty.set()
+                await trio.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+                continue
+            backoff = 0.05
+            # The worker's timings tell the loop when its disk is fast (or idle) again.
+            self._last_flush_end = time.perf_counter()
+            self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
+            self._inbox_send.send_nowait(_Flushed(lsn))
+
+    async def _main_loop(self) -> None:
+        while True:
+            item = await self._inbox.receive()
+            self._apply(item)
+            while True:  # drain: one Ready (and one fsync) for everything queued
+                try:
+                    item = self._inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._apply(item)
+            await self._handle_ready()
+
+    def _apply(self, item: object) -> None:
+        core = self.core
+        if isinstance(item, _Message):
+            core.step(item.msg)
+        elif isinstance(item, _Tick):
+            core.tick()
+        elif isinstance(item, _Flushed):
+            # The store's own flush LSN, not the item's: a truncation since may have cut it.
+            core.flushed(self.store.flush_lsn)
+        elif isinstance(item, _Propose):
+            try:
+                end = core.propose(item.payload, gtid=item.gtid, continued=item.continued,
+                                   kind=item.kind)
+            except consensus.NotLeader as exc:
+                item.reply.error = exc
+                item.reply.done.set()
+                return
+            item.reply.end_lsn = end
+            self._waiters.add(end, item.reply)
+        elif isinstance(item, _Admin):
+            try:
+                result = item.action(core)
+            except (consensus.NotLeader, consensus.ConfigChangeError, ValueError) as exc:
+                # (MembershipError is a ValueError: a change that does not apply)
+                item.reply.error = exc
+                item.reply.done.set()
+                return
+            if isinstance(result, int):  # an LSN to wait for: released once committed
+                item.reply.end_lsn = result
+                self._waiters.add(result, item.reply)
+            else:
+                item.reply.done.set()
+
+    async def _handle_ready(self) -> None:
+        core = self.core
+        if not core.has_ready():
+            self._note_role()
+            self._maybe_persist_commit()
+            return
+        rd = core.ready()
+        if rd.hard_state is not None or rd.membership is not None:
+            self._persist_control(rd.hard_state, rd.membership)
+        if rd.membership is not None and self._on_membership is not None:
+            self._on_membership(rd.membership)  # links to new members exist before sending
+        if rd.truncate_to is not None:
+            log.warning(
+                "%s: truncating a divergent uncommitted suffix at LSN %d (end was %d)",
+                self.node_id,
+                rd.truncate_to,
+                self.store.end_lsn,
+            )
+            await self.store.wait_idle()  # the files must be at rest to cut them
+            self.store.truncate(rd.truncate_to)
+            # Proposals in the cut suffix are gone for good. The same Ready may carry a
+            # commit LSN past their end — the new leader's entries at those positions — so
+            # they must fail before commits are released below.
+            self._fail(self._waiters.truncated(rd.truncate_to), CommitOutcomeUnknown(
+                "the proposal was replaced by a newer leader's log"))
+        for entry in rd.entries:
+            self.storage.append(entry)
+        if rd.commit_lsn is not None and rd.commit_lsn > self.commit_lsn:
+            # Before the sends: whoever waits on a commit (the primary, for its ACK) hears
+            # of it without waiting for this pass's messages to be encoded and written.
+            self.commit_lsn = rd.commit_lsn
+            for waiter in self._waiters.committed(self.commit_lsn):
+                waiter.done.set()
+            for listener in list(self._commit_listeners):
+                try:
+                    listener(self.commit_lsn)
+                except Exception:  # a listener's failure must never stop the node loop
+                    log.exception("%s: a commit listener failed", self.node_id)
+            self.commit_changed.set()
+            self.commit_changed = trio.Event()
+        # Messages go before the fsync: a leader's appends are on the wire while its own
+        # fsync runs (Raft allows it; a follower's acks come only after flushed()).
+        for dst, msg in rd.messages:
+            self._send(dst, msg)
+        flushed_inline = False
+        if rd.entries:
+            flushed_inline = self._flush_inline()
+            if not flushed_inline:
+                self._dirty.set()
+        self._note_role()
+        self._maybe_persist_commit()
+        if flushed_inline and core.has_ready():
+            await self._handle_ready()  # the acks the flush made possible, right away
+
+    def _flush_inline(self) -> bool:
+        """Write and fsync a small batch here; False: leave it to the worker."""
+        store = self.store
+        if (store.syncing or store.unflushed_bytes > INLINE_FLUSH_BYTES
+                or self._flush_seconds > INLINE_FLUSH_SLOW
+                or self._inbox.statistics().current_buffer_used
+                or trio.lowlevel.current_statistics().tasks_runnable):
+            # Under load the worker's fsync overlaps the loop's work on what is queued or
+            # ready to run (proposers woken by the last commit, for one).
+            return False
+        started = time.perf_counter()
+        if started - self._last_flush_end < self._flush_seconds:
+            return False  # the disk is busy more than half the time: a streaming load
+        try:
+            store.flush()
+        except walstore.DiskFullError:
+            return False  # the worker retries with backoff; the records stay pending
+        self._last_flush_end = time.perf_counter()
+        self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
+        self.inline_flushes += 1
+        self.core.flushed(store.flush_lsn)
+        return True
+
+    def _note_role(self) -> None:
+        core = self.core  # read directly: this runs on every pass of the loop
+        role, term, leader = core.role.value, core.term, core.leader
+        if (role, term, leader) != (self.role, self.term, self.leader):
+            if role != self.role:
+                log.info("%s: %s -> %s in term %d", self.node_id, self.role, role, term)
+            self.role, self.term, self.leader = role, term, leader
+            self._role_changed.set()
+            self._role_changed = trio.Event()
+        if role != "leader" and self._waiters:
+            self._fail(self._waiters.dropped(),
+                       CommitOutcomeUnknown("leadership lost before commit"))
+
+    async def wait_role_change(self) -> None:
+        await self._role_changed.wait()
+
+    def _persist_control(
+        self, hard_state: consensus.HardState | None, membership: consensus.Membership | None
+    ) -> None:
+        control = self.store.control
+        changes: dict[str, Any] = {}
+        if hard_state is not None and (hard_state.term, hard_state.vote) != (
+            control.term,
+            control.vote,
+        ):
+            changes.update(term=hard_state.term, vote=hard_state.vote)
+        if membership is not None:
+            changes["membership"] = membership
+        if changes:
+            self._write_control(changes)
+
+    def _maybe_persist_commit(self) -> None:
+        if self.commit_lsn == self._persisted_commit:
+            return
+        if time.monotonic() - self._last_commit_persist < COMMIT_PERSIST_INTERVAL:
+            return
+        self._persist_due.set()
+
+    async def _commit_persister(self) -> None:
+        # The commit LSN is saved now and then, in a worker thread: two fsyncs on the event
+        # loop would stall heartbeats whenever the disk is busy.
+        while True:
+            await self._persist_due.wait()
+            self._persist_due = trio.Event()
+            commit = self._durable_commit()
+            await trio.to_thread.run_sync(partial(self.store.update_control, commit_lsn=commit))
+            self._persisted_commit = commit
+            self._last_commit_persist = time.monotonic()
+
+    def _durable_commit(self) -> int:
+        # Never claim a commit beyond what this agent has on disk.
+        return min(self.commit_lsn, self.store.flush_lsn)
+
+    def _write_control(self, changes: dict[str, Any]) -> None:
+        commit = self._durable_commit()
+        self.store.update_control(commit_lsn=commit, **changes)
+        self._persisted_commit = commit
+        self._last_commit_persist = time.monotonic()
+
+    @staticmethod
+    def _fail(waiters: list[_Waiter], error: Exception) -> None:
+        for waiter in waiters:
+            waiter.error = error
+            waiter.done.set()
+
+    def caught_up(self, member: str) -> bool:
+        """While leading: MEMBER is a voter streaming within one batch of this log (ready
+        to take leadership without a pause)."""
+        core = self.core
+        progress = core.progress.get(member)
+        return (
+            self.role == "leader"
+            and member in core.membership.voters
+            and progress is not None
+            and progress.state is consensus.ProgressState.REPLICATE
+            and core.log.last_lsn() - progress.match_lsn <= core.config.max_batch_bytes
+        )
+
+    @property
+    def membership(self) -> consensus.Membership:
+        return self.core.membership
+
+    def status(self) -> dict[str, Any]:
+        """The consensus side of this timeline, as `/v1/status` shows it."""
+        core, store = self.core.status(), self.store
+        members = []
+        for member_id in sorted(core.voters | core.learners):
+            progress = core.progress.get(member_id)
+            # Another member's flush LSN is known on the leader only: what it acked as
+            # durable (and matching the leader's log).
+            flush = (
+                store.flush_lsn if member_id == self.node_id
+                else progress.match_lsn if progress is not None else None
+            )
+            members.append(
+                {
+                    "id": member_id,
+                    "role": "voter" if member_id in core.voters else "learner",
+                    "flush_lsn": flush,
+                    "match_lsn": progress.match_lsn if progress is not None else None,
+                    "next_lsn": progress.next_lsn if progress is not None else None,
+                }
+            )
+        return {
+            "role": self.role,
+            "term": core.term,
+            "leader": core.leader,
+            "commit_lsn": core.commit_lsn,
+            "flush_lsn": store.flush_lsn,
+            "last_lsn": store.end_lsn,
+            "fsyncs": store.fsync_count,
+            "fsync_mean_ms": round(store.fsync_seconds * 1000 / max(1, store.fsync_count), 3),
+            "inline_flushes": self.inline_flushes,
+            "committed_gtid": walstore.format_position(store.gtids_at(core.commit_lsn)) or None,
+            "members": members,
+            "membership_generation": self.core.membership.generation,
+        }

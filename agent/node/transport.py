@@ -1,0 +1,342 @@
+"""Peer transport: one outbound connection per peer for sending, inbound ones for receiving.
+
+Each direction of traffic between two agents has its own TCP connection: an agent dials
+every peer and only sends on that connection (after the handshake), and only receives on
+the connections peers dialed to it. So there is never a question of which of two
+connections to keep, and a partition proxy can cut one direction cleanly.
+
+A message goes straight onto the socket from the caller (the node loop) when the link is
+idle — nothing queued, no write in progress — and the kernel takes the whole frame at once;
+that is nearly always the case, and it saves a task hand-off on the commit path. Otherwise,
+or for what the kernel did not take, the link's sending task writes it, in order.
+
+Outbound queues are bounded; when a peer is down or slow, messages beyond the bound are
+dropped (and counted): the consensus core retransmits, and a lagging peer must never make
+this agent buffer without bound (DESIGN.md invariant 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from agent import wire
+from agent.config import Address, Config
+from agent.node import translate
+from agent.wire import peer_pb2 as pb
+
+log = logging.getLogger("binkeeper.peers")
+
+QUEUE_MESSAGES = 4096
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+HANDSHAKE_TIMEOUT = 5.0
+COALESCE_BYTES = 256 << 10
+
+
+@dataclass
+class PeerLink:
+    peer_id: str
+    addr: Address
+    send_channel: trio.MemorySendChannel[Any]
+    receive_channel: trio.MemoryReceiveChannel[Any]
+    scope: trio.CancelScope | None = None
+    conn: wire.PeerConnection | None = None  # the current connection's protocol state
+    connected: bool = False
+    dropped: int = 0
+    sent: int = 0
+    sent_direct: int = 0  # of which written by the caller, without the sending task
+    last_error: str | None = None
+    direct: socket.socket | None = None  # a duplicate of the connection's socket, or None
+    # Something was handed to the sending task and is not yet fully written. (Not the
+    # channel's fill level: a channel hands an item straight to a waiting receiver.)
+    busy: bool = False
+
+    def idle(self) -> bool:
+        return self.direct is not None and not self.busy
+
+
+@dataclass(frozen=True)
+class _Unsent:
+    """The end of a frame a direct write left behind: written before anything else."""
+
+    data: bytes
+
+
+class PeerTransport:
+    def __init__(self, config: Config, deliver: Callable[[Any], None]) -> None:
+        self.config = config
+        self._deliver = deliver
+        self.links: dict[str, PeerLink] = {}
+        for peer in config.peers:
+            send, receive = trio.open_memory_channel[Any](QUEUE_MESSAGES)
+            self.links[peer.id] = PeerLink(peer.id, peer.addr, send, receive)
+        self.known_nodes = frozenset(config.member_ids)
+        self.refused_inbound = 0
+        self._nursery: trio.Nursery | None = None
+
+    def hello(self) -> pb.Hello:
+        return pb.Hello(
+            protocol_version=wire.PROTOCOL_VERSION,
+            cluster_id=self.config.cluster_id,
+            timeline_id=self.config.timeline_id,
+            node_id=self.config.node_id,
+        )
+
+    def send(self, dst: str, msg: Any) -> None:
+        link = self.links.get(dst)
+        if link is None:
+            log.warning("no link to %s; message dropped", dst)
+            return
+        item: Any = msg
+        if link.idle() and link.conn is not None and link.direct is not None:
+            frame = link.conn.send(translate.to_envelope(msg))
+            try:
+                written = link.direct.send(frame, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                # The sending task meets the same error and reconnects (a fresh codec);
+                # the core retransmits whatever is lost with this connection.
+                direct, link.direct = link.direct, None
+                direct.close()
+                return
+            if written == len(frame):
+                link.sent += 1
+                link.sent_direct += 1
+                return
+            item = _Unsent(frame[written:])
+        link.busy = True
+        try:
+            link.send_channel.send_nowait(item)
+        except trio.WouldBlock:
+            link.dropped += 1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listen = self.config.listen_peer
+        listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for link in self.links.values():
+                nursery.start_soon(self._dial_loop, link)
+            await nursery.start(trio.serve_listeners, self._serve_inbound, listeners)
+            task_status.started()
+
+    # ---- outbound -------------------------------------------------------------------------
+
+    def update_members(self, members: frozenset[str], addresses: dict[str, str]) -> None:
+        """Follow a membership change: dial new members, drop removed ones."""
+        self.known_nodes = frozenset(members | {p.id for p in self.config.peers})
+        for member in sorted(members - {self.config.node_id} - set(self.links)):
+            text = addresses.get(member)
+            if text is None:
+                log.warning("member %s has no known address; cannot reach it", member)
+                continue
+            host, _, port = text.rpartition(":")
+            send, receive = trio.open_memory_channel[Any](QUEUE_MESSAGES)
+            link = PeerLink(member, Address(host, int(port)), send, receive)
+            self.links[member] = link
+            if self._nursery is not None:
+                self._nursery.start_soon(self._dial_loop, link)
+            log.info("dialing new member %s at %s", member, text)
+        for member in sorted(set(self.links) - members):
+            link = self.links.pop(member)
+            if link.scope is not None:
+                link.scope.cancel()
+            log.info("dropped link to removed member %s", member)
+
+    async def _dial_loop(self, link: PeerLink) -> None:
+        with trio.CancelScope() as scope:
+            link.scope = scope
+            await self._dial_forever(link)
+
+    async def _dial_forever(self, link: PeerLink) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(link.addr.host, link.addr.port)
+            except OSError as exc:
+                link.last_error = f"connect: {exc.strerror or exc}"
+            else:
+                async with stream:
+                    try:
+                        await self._handshake_out(stream, link)
+                        backoff = BACKOFF_FIRST
+                        link.connected = True
+                        log.info("connected to %s at %s", link.peer_id, link.addr)
+                        await self._pump_out(stream, link)
+                    # _pump_out runs a nursery, so its failures arrive as exception groups.
+                    except* (OSError, trio.BrokenResourceError, trio.TooSlowError,
+                             trio.ClosedResourceError) as group:
+                        error = group.exceptions[0]
+                        link.last_error = f"{type(error).__name__}: {error}"
+                    except* wire.ProtocolError as group:
+                        link.last_error = f"protocol error: {group.exceptions[0]}"
+                        log.warning("peer %s broke the protocol: %s", link.peer_id,
+                                    group.exceptions[0])
+                    except* PeerRefused as group:
+                        link.last_error = str(group.exceptions[0])
+                        log.error("peer %s refused us: %s", link.peer_id, link.last_error)
+                    finally:
+                        if link.connected:
+                            log.info("lost %s: %s", link.peer_id, link.last_error)
+                        link.connected = False
+            # Exponential backoff with full jitter, so restarted agents do not reconnect in step.
+            await trio.sleep(random.uniform(0, backoff))
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+    async def _handshake_out(self, stream: trio.SocketStream, link: PeerLink) -> None:
+        conn = wire.PeerConnection("client")
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            await stream.send_all(conn.send_hello(self.hello()))
+            reply = await _receive_one(stream, conn)
+        if not reply.HasField("hello_reply"):
+            raise wire.ProtocolError("expected HelloReply")
+        if not reply.hello_reply.accepted:
+            raise PeerRefused(f"{link.peer_id} refused the handshake: {reply.hello_reply.reason}")
+        link.conn = conn
+
+    async def _pump_out(self, stream: trio.SocketStream, link: PeerLink) -> None:
+        conn = link.conn
+        assert conn is not None
+        link.direct = socket.socket(fileno=os.dup(stream.socket.fileno()))
+        try:
+            async with trio.open_nursery() as nursery:
+                # The receiving side never talks after the handshake; reading detects a close.
+                nursery.start_soon(_watch_close, stream, nursery.cancel_scope)
+                while True:
+                    item = await link.receive_channel.receive()
+                    batch = [_encoded(conn, item)]
+                    size = len(batch[0])
+                    # Coalesce queued messages into one write, but not so many that encoding
+                    # them keeps the event loop from everything else.
+                    while len(batch) < 256 and size < COALESCE_BYTES:
+                        try:
+                            item = link.receive_channel.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        batch.append(_encoded(conn, item))
+                        size += len(batch[-1])
+                    await stream.send_all(b"".join(batch))
+                    link.sent += len(batch)
+                    if link.receive_channel.statistics().current_buffer_used == 0:
+                        link.busy = False  # all written: the caller may write directly again
+        finally:
+            direct, link.direct = link.direct, None
+            if direct is not None:
+                direct.close()
+            # Queued messages wait for the next connection, whose codec encodes them afresh;
+            # the unsent end of a frame belonged to this connection's codec: dropped.
+            queued = []
+            while True:
+                try:
+                    queued.append(link.receive_channel.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for item in queued:
+                if not isinstance(item, _Unsent):
+                    link.send_channel.send_nowait(item)
+            link.busy = link.send_channel.statistics().current_buffer_used > 0
+
+    # ---- inbound --------------------------------------------------------------------------
+
+    async def _serve_inbound(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            conn = wire.PeerConnection("server")
+            peer_id = "?"
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    first = await _receive_one(stream, conn)
+                if not first.HasField("hello"):
+                    raise wire.ProtocolError("the first frame must be Hello")
+                hello = first.hello
+                peer_id = hello.node_id
+                reason = wire.check_hello(
+                    hello,
+                    cluster_id=self.config.cluster_id,
+                    timeline_id=self.config.timeline_id,
+                    known_nodes=self.known_nodes - {self.config.node_id},
+                )
+                await stream.send_all(
+                    conn.send_hello_reply(
+                        pb.HelloReply(
+                            protocol_version=wire.PROTOCOL_VERSION,
+                            node_id=self.config.node_id,
+                            accepted=reason is None,
+                            reason=reason or "",
+                        )
+                    )
+                )
+                if reason is not None:
+                    self.refused_inbound += 1
+                    log.warning("refused connection from %r: %s", peer_id, reason)
+                    return
+                await self._pump_in(stream, conn, peer_id)
+            except wire.ProtocolError as exc:
+                log.warning("closing connection from %s: protocol error: %s", peer_id, exc)
+            except translate.TranslationError as exc:
+                log.warning("closing connection from %s: %s", peer_id, exc)
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError):
+                pass
+
+    async def _pump_in(
+        self, stream: trio.SocketStream, conn: wire.PeerConnection, peer_id: str
+    ) -> None:
+        while True:
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                return
+            conn.receive_data(data)
+            while (envelope := conn.next_message()) is not wire.NEED_DATA:
+                msg = translate.from_envelope(envelope)  # type: ignore[arg-type]
+                if translate.sender_of(msg) != peer_id:
+                    raise wire.ProtocolError(
+                        f"message claims sender {translate.sender_of(msg)!r} "
+                        f"on {peer_id}'s connection"
+                    )
+                self._deliver(msg)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {
+            link.peer_id: {
+                "connected": link.connected,
+                "sent": link.sent,
+                "sent_direct": link.sent_direct,
+                "dropped": link.dropped,
+                "last_error": link.last_error,
+            }
+            for link in self.links.values()
+        }
+
+
+class PeerRefused(Exception):
+    pass
+
+
+def _encoded(conn: wire.PeerConnection, item: Any) -> bytes:
+    return item.data if isinstance(item, _Unsent) else conn.send(translate.to_envelope(item))
+
+
+async def _receive_one(stream: trio.SocketStream, conn: wire.PeerConnection) -> pb.Envelope:
+    while (envelope := conn.next_message()) is wire.NEED_DATA:
+        data = await stream.receive_some(1 << 16)
+        if not data:
+            raise trio.BrokenResourceError("connection closed during handshake")
+        conn.receive_data(data)
+    return envelope  # type: ignore[return-value]
+
+
+async def _watch_close(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    try:
+        while await stream.receive_some(4096):
+            pass
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    scope.cancel()
