@@ -255,8 +255,18 @@ class Node:
         self.transfer_elapsed = 0
         self._maybe_send_timeout_now()
 
-    def flushed(self, lsn: int) -> None:
-        """The caller's log is durable up to LSN."""
+    def flushed(self, lsn: int, term: int) -> None:
+        """The caller's log is durable up to LSN, where its entry ending at LSN has TERM.
+
+        A report names what it covers (etcd-raft's stableTo): one about a log that has since
+        been replaced — the entry ending at LSN is not of TERM in the log as it is now — is
+        ignored, and nothing beyond a truncation the caller has not applied yet counts (the
+        caller will cut it). The caller must also drop reports from before a truncation it
+        applied (walstore's epoch)."""
+        if self.log.term_at(lsn) != term:
+            return  # stale: about entries a newer leader's log has replaced
+        if self.log.truncated_to is not None:
+            lsn = min(lsn, self.log.truncated_to)
         lsn = min(lsn, self.log.last_lsn())
         if lsn <= self.flush_lsn:
             return

@@ -4,7 +4,7 @@ protobuf; of MariaDB only what a GTID looks like (its index). Records are consen
 `Entry` values and memberships `consensus.Membership`: one definition of each."""
 
 from walstore._control import Control
-from walstore._store import RepairedTail, WalStore
+from walstore._store import Durable, RepairedTail, WalStore
 from walstore._verify import VerifyReport, verify
 from walstore.errors import (
     CorruptionError,
@@ -21,6 +21,7 @@ __all__ = [
     "Control",
     "CorruptionError",
     "DiskFullError",
+    "Durable",
     "Gtid",
     "GtidError",
     "NotARecordBoundary",

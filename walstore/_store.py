@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -82,6 +82,17 @@ class _Batch:
     end_lsn: int
 
 
+class Durable(NamedTuple):
+    """A durability report that names what it covers: the log is on disk up to LSN, where
+    the record ending at LSN has TERM, as of truncation EPOCH. Reports cross task and
+    thread boundaries before anyone acts on them; one from an older epoch is about a log
+    that has since been cut, and must be dropped (the stale-flush acknowledgement)."""
+
+    lsn: int
+    term: int
+    epoch: int
+
+
 class _SyncRound:
     def __init__(self) -> None:
         self.done = trio.Event()
@@ -106,6 +117,7 @@ class WalStore:
         self._meta_lsns: list[int] = []  # LSNs of BINLOG_META records, ascending (few)
         self._end_lsn = 0
         self._flush_lsn = 0
+        self.epoch = 0  # truncations since open: a durability report is valid in its epoch only
         self._last_term = 0
         self._pending: list[_Pending] = []  # appended, not yet handed to a writer
         self._mem: list[Entry] = []  # every record above flush_lsn, in order
@@ -238,6 +250,10 @@ class WalStore:
     @property
     def flush_lsn(self) -> int:
         return self._flush_lsn
+
+    def durable(self) -> Durable:
+        """What is on disk now, as a report that stays checkable after the log changes."""
+        return Durable(self._flush_lsn, self.term_at(self._flush_lsn) or 0, self.epoch)
 
     @property
     def unflushed_bytes(self) -> int:
@@ -615,6 +631,7 @@ class WalStore:
             self._meta_lsns.pop()
         self._end_lsn = lsn
         self._flush_lsn = min(self._flush_lsn, lsn)
+        self.epoch += 1
         self._last_gtids = dict(self._removed_gtids)
         for gtid, _end in sorted(self._gtids.items(), key=lambda item: item[1]):
             self._last_gtids[domain_of(gtid)] = gtid

@@ -11,14 +11,10 @@ import struct
 
 import pymysql
 
-COM_BINLOG_DUMP = 0x12
-COM_REGISTER_SLAVE = 0x15
+from agent.mariadb.commands import COM_BINLOG_DUMP, COM_REGISTER_SLAVE
+
 BINLOG_DUMP_NON_BLOCK = 0x01  # end the dump with EOF at the end of the binlog
 BINLOG_SEND_ANNOTATE_ROWS_EVENT = 0x02
-
-
-class DumpStreamError(Exception):
-    """The server sent an error, ended the stream, or sent something that is not an event."""
 
 
 def read_packet(conn: pymysql.Connection) -> bytes:

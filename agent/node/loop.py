@@ -1,11 +1,12 @@
-"""One timeline's node loop: drives the sans-I/O consensus core with real disk and network.
+"""One timeline's node loop: runs the node driver (agent/node/driver.py) with real disk,
+network and time.
 
-A single task owns the core. Everything else (peer receivers, the tick timer, the fsync
-worker, proposers) talks to it through one inbox channel, so the core never sees two
-inputs at once. Each pass drains every queued input, then handles one Ready in the order
-the core requires: persist term/vote, truncate, append, send, then fsync — on the loop for
-a small batch on a fast disk, otherwise in the group-commit worker, whose completion comes
-back as a `flushed` input.
+A single task owns the driver and its core. Everything else (peer receivers, the tick
+timer, the fsync worker, proposers) talks to it through one inbox channel, so the core
+never sees two inputs at once. Each pass drains every queued input, then has the driver
+apply one Ready (persist term/vote, truncate, append, commit, send), then makes the batch
+durable — on the loop for a small batch on a fast disk, otherwise in the group-commit
+worker, whose durability report (`walstore.Durable`) comes back through the inbox.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import trio
 
 import consensus
 import walstore
-from agent.node.log_storage import WalLogStorage
+from agent.node.driver import NodeDriver
 
 log = logging.getLogger("binkeeper.timeline")
 
@@ -62,7 +63,7 @@ class _Propose:
 
 @dataclass(frozen=True)
 class _Flushed:
-    lsn: int
+    report: walstore.Durable
 
 
 @dataclass(frozen=True)
@@ -101,26 +102,15 @@ class TimelineNode:
     ) -> None:
         self.node_id = node_id
         self.store = store
-        self._send = send
         self._tick_seconds = tick_seconds
-        self.storage = WalLogStorage(store)
+        self.driver = NodeDriver[_Waiter](
+            node_id=node_id, store=store, initial_membership=initial_membership,
+            core_config=core_config, rng=rng or random.Random(), send=send,
+            on_membership=on_membership)
+        self.core = self.driver.core
         control = store.control
-        self._on_membership = on_membership
-        membership = control.membership if control.membership.voters else initial_membership
-        self.core = consensus.Node(
-            core_config,
-            self.storage,
-            consensus.HardState(
-                term=control.term, vote=control.vote, commit_lsn=control.commit_lsn
-            ),
-            membership,
-            rng or random.Random(),
-            store.flush_lsn,
-        )
         self._inbox_send, self._inbox = trio.open_memory_channel[object](math.inf)
         self._dirty = trio.Event()
-        self._waiters = consensus.PendingProposals[_Waiter]()
-        self._persisted_commit = control.commit_lsn
         self._last_commit_persist = 0.0
         self._persist_due = trio.Event()
         self.commit_lsn = control.commit_lsn
@@ -130,7 +120,6 @@ class TimelineNode:
         self.leader: str | None = None
         self._role_changed = trio.Event()
         self.disk_full_errors = 0
-        self._commit_listeners: list[Callable[[int], None]] = []
         self._flush_seconds = 0.0  # smoothed duration of flushes
         self._last_flush_end = 0.0
         self.inline_flushes = 0
@@ -165,11 +154,11 @@ class TimelineNode:
     def add_commit_listener(self, listener: Callable[[int], None]) -> None:
         """Call LISTENER(commit_lsn) on the node loop whenever the commit LSN advances, before
         that pass sends anything: the quickest way to act on a commit. It must not block."""
-        self._commit_listeners.append(listener)
+        self.driver.commit_listeners.append(listener)
 
     def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
-        if listener in self._commit_listeners:
-            self._commit_listeners.remove(listener)
+        if listener in self.driver.commit_listeners:
+            self.driver.commit_listeners.remove(listener)
 
     async def admin(self, action: Callable[[consensus.Node], int | None]) -> int:
         """Run an admin ACTION on the core; if it returns an LSN, wait until it commits."""
@@ -205,8 +194,8 @@ class TimelineNode:
 
     def persist_commit_now(self) -> None:
         """On shutdown: the control file gets the latest commit LSN (never beyond the disk)."""
-        if self.commit_lsn != self._persisted_commit:
-            self._write_control({})
+        if self.commit_lsn != self.driver.persisted_commit:
+            self.driver.persist_commit()
 
     async def _ticker(self) -> None:
         next_at = trio.current_time()
@@ -223,7 +212,7 @@ class TimelineNode:
             self._dirty = trio.Event()
             started = time.perf_counter()
             try:
-                lsn = await self.store.sync()
+                await self.store.sync()
             except walstore.DiskFullError as exc:
                 # Nothing is lost: the records stay pending and are retried; no acks meanwhile.
                 self.disk_full_errors += 1
@@ -236,7 +225,9 @@ class TimelineNode:
             # The worker's timings tell the loop when its disk is fast (or idle) again.
             self._last_flush_end = time.perf_counter()
             self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
-            self._inbox_send.send_nowait(_Flushed(lsn))
+            # The report is taken now, with no await since the sync finished: it names the
+            # LSN, term and truncation epoch it covers, so it stays checkable in the inbox.
+            self._inbox_send.send_nowait(_Flushed(self.store.durable()))
 
     async def _main_loop(self) -> None:
         while True:
@@ -257,18 +248,16 @@ class TimelineNode:
         elif isinstance(item, _Tick):
             core.tick()
         elif isinstance(item, _Flushed):
-            # The store's own flush LSN, not the item's: a truncation since may have cut it.
-            core.flushed(self.store.flush_lsn)
+            # Dropped if a truncation or a newer leader's log has replaced what it covers.
+            self.driver.durable(item.report)
         elif isinstance(item, _Propose):
             try:
-                end = core.propose(item.payload, gtid=item.gtid, continued=item.continued,
-                                   kind=item.kind)
+                item.reply.end_lsn = self.driver.propose(
+                    item.payload, item.reply, gtid=item.gtid, continued=item.continued,
+                    kind=item.kind)
             except consensus.NotLeader as exc:
                 item.reply.error = exc
                 item.reply.done.set()
-                return
-            item.reply.end_lsn = end
-            self._waiters.add(end, item.reply)
         elif isinstance(item, _Admin):
             try:
                 result = item.action(core)
@@ -279,62 +268,36 @@ class TimelineNode:
                 return
             if isinstance(result, int):  # an LSN to wait for: released once committed
                 item.reply.end_lsn = result
-                self._waiters.add(result, item.reply)
+                self.driver.wait_for(result, item.reply)
             else:
                 item.reply.done.set()
 
     async def _handle_ready(self) -> None:
-        core = self.core
-        if not core.has_ready():
+        driver = self.driver
+        if not driver.has_ready():
             self._note_role()
             self._maybe_persist_commit()
             return
-        rd = core.ready()
-        if rd.hard_state is not None or rd.membership is not None:
-            self._persist_control(rd.hard_state, rd.membership)
-        if rd.membership is not None and self._on_membership is not None:
-            self._on_membership(rd.membership)  # links to new members exist before sending
+        rd = driver.ready()
         if rd.truncate_to is not None:
-            log.warning(
-                "%s: truncating a divergent uncommitted suffix at LSN %d (end was %d)",
-                self.node_id,
-                rd.truncate_to,
-                self.store.end_lsn,
-            )
             await self.store.wait_idle()  # the files must be at rest to cut them
-            self.store.truncate(rd.truncate_to)
-            # Proposals in the cut suffix are gone for good. The same Ready may carry a
-            # commit LSN past their end — the new leader's entries at those positions — so
-            # they must fail before commits are released below.
-            self._fail(self._waiters.truncated(rd.truncate_to), CommitOutcomeUnknown(
-                "the proposal was replaced by a newer leader's log"))
-        for entry in rd.entries:
-            self.storage.append(entry)
+        applied = driver.apply(rd)
+        self._fail(applied.failed, CommitOutcomeUnknown(
+            "the proposal was replaced by a newer leader's log"))
         if rd.commit_lsn is not None and rd.commit_lsn > self.commit_lsn:
-            # Before the sends: whoever waits on a commit (the primary, for its ACK) hears
-            # of it without waiting for this pass's messages to be encoded and written.
             self.commit_lsn = rd.commit_lsn
-            for waiter in self._waiters.committed(self.commit_lsn):
+            for waiter in applied.committed:
                 waiter.done.set()
-            for listener in list(self._commit_listeners):
-                try:
-                    listener(self.commit_lsn)
-                except Exception:  # a listener's failure must never stop the node loop
-                    log.exception("%s: a commit listener failed", self.node_id)
             self.commit_changed.set()
             self.commit_changed = trio.Event()
-        # Messages go before the fsync: a leader's appends are on the wire while its own
-        # fsync runs (Raft allows it; a follower's acks come only after flushed()).
-        for dst, msg in rd.messages:
-            self._send(dst, msg)
         flushed_inline = False
-        if rd.entries:
+        if applied.appended:
             flushed_inline = self._flush_inline()
             if not flushed_inline:
                 self._dirty.set()
         self._note_role()
         self._maybe_persist_commit()
-        if flushed_inline and core.has_ready():
+        if flushed_inline and driver.has_ready():
             await self._handle_ready()  # the acks the flush made possible, right away
 
     def _flush_inline(self) -> bool:
@@ -357,7 +320,7 @@ class TimelineNode:
         self._last_flush_end = time.perf_counter()
         self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
         self.inline_flushes += 1
-        self.core.flushed(store.flush_lsn)
+        self.driver.durable(store.durable())
         return True
 
     def _note_role(self) -> None:
@@ -369,30 +332,14 @@ class TimelineNode:
             self.role, self.term, self.leader = role, term, leader
             self._role_changed.set()
             self._role_changed = trio.Event()
-        if role != "leader" and self._waiters:
-            self._fail(self._waiters.dropped(),
-                       CommitOutcomeUnknown("leadership lost before commit"))
+        self._fail(self.driver.leadership_lost(),
+                   CommitOutcomeUnknown("leadership lost before commit"))
 
     async def wait_role_change(self) -> None:
         await self._role_changed.wait()
 
-    def _persist_control(
-        self, hard_state: consensus.HardState | None, membership: consensus.Membership | None
-    ) -> None:
-        control = self.store.control
-        changes: dict[str, Any] = {}
-        if hard_state is not None and (hard_state.term, hard_state.vote) != (
-            control.term,
-            control.vote,
-        ):
-            changes.update(term=hard_state.term, vote=hard_state.vote)
-        if membership is not None:
-            changes["membership"] = membership
-        if changes:
-            self._write_control(changes)
-
     def _maybe_persist_commit(self) -> None:
-        if self.commit_lsn == self._persisted_commit:
+        if self.commit_lsn == self.driver.persisted_commit:
             return
         if time.monotonic() - self._last_commit_persist < COMMIT_PERSIST_INTERVAL:
             return
@@ -404,20 +351,10 @@ class TimelineNode:
         while True:
             await self._persist_due.wait()
             self._persist_due = trio.Event()
-            commit = self._durable_commit()
+            commit = self.driver.durable_commit()
             await trio.to_thread.run_sync(partial(self.store.update_control, commit_lsn=commit))
-            self._persisted_commit = commit
+            self.driver.persisted_commit = commit
             self._last_commit_persist = time.monotonic()
-
-    def _durable_commit(self) -> int:
-        # Never claim a commit beyond what this agent has on disk.
-        return min(self.commit_lsn, self.store.flush_lsn)
-
-    def _write_control(self, changes: dict[str, Any]) -> None:
-        commit = self._durable_commit()
-        self.store.update_control(commit_lsn=commit, **changes)
-        self._persisted_commit = commit
-        self._last_commit_persist = time.monotonic()
 
     @staticmethod
     def _fail(waiters: list[_Waiter], error: Exception) -> None:
@@ -473,6 +410,7 @@ class TimelineNode:
             "fsyncs": store.fsync_count,
             "fsync_mean_ms": round(store.fsync_seconds * 1000 / max(1, store.fsync_count), 3),
             "inline_flushes": self.inline_flushes,
+            "stale_reports": self.driver.stale_reports,
             "committed_gtid": walstore.format_position(store.gtids_at(core.commit_lsn)) or None,
             "members": members,
             "membership_generation": self.core.membership.generation,

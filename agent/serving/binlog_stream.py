@@ -46,13 +46,12 @@ class DumpError(Exception):
     """The dump cannot start or continue; sent to the replica as ERR 1236."""
 
 
-def parse_gtid_state(text: str) -> dict[int, tuple[int, int]]:
-    """A replica's GTID position, '0-1-100,1-2-7' -> {domain: (server_id, seq_no)}."""
+def parse_gtid_state(text: str) -> dict[int, walstore.Gtid]:
+    """A replica's GTID position, '0-1-100,1-2-7' -> {domain: GTID}."""
     try:
-        position = walstore.parse_position(text)
+        return walstore.parse_position(text)
     except walstore.GtidError as exc:
         raise DumpError(f"{exc}, in the replica's position") from exc
-    return {domain: (gtid.server_id, gtid.seq_no) for domain, gtid in position.items()}
 
 
 def fde_for_dump(raw: bytes) -> bytes:
@@ -87,8 +86,8 @@ class BinlogStream:
         self.last_gtid: str | None = None
         self._skip: dict[int, int] = {}  # domain -> sequence number already held
         self._skip_before: BinlogPosition | None = None  # file/position mode
-        self._until: dict[int, tuple[int, int]] | None = None
-        self._position_gtids: dict[int, tuple[int, int]] = {}  # per domain: newest sent or held
+        self._until: dict[int, walstore.Gtid] | None = None
+        self._position_gtids: dict[int, walstore.Gtid] = {}  # per domain: newest sent or held
         self._assembler = TransactionAssembler()
 
     # ---- where to start -------------------------------------------------------------------
@@ -96,8 +95,8 @@ class BinlogStream:
     def start_by_gtid(self, state_text: str, commit_lsn: int) -> list[bytes]:
         state = parse_gtid_state(state_text)
         start = self.store.first_lsn
-        for domain, (server, seq) in sorted(state.items()):
-            gtid = f"{domain}-{server}-{seq}"
+        for domain, position in sorted(state.items()):
+            gtid = str(position)
             end = self.store.gtid_end_lsn(gtid)
             if end is None:
                 raise DumpError(
@@ -108,11 +107,10 @@ class BinlogStream:
                 raise DumpError(
                     f"the replica's position {gtid} is beyond the committed history "
                     f"(commit LSN {commit_lsn}); wait for the quorum and retry")
-            self._skip[domain] = seq
+            self._skip[domain] = position.seq_no
         self._position_gtids = dict(state)
         if state:
-            start = min(self.store.gtid_end_lsn(f"{d}-{s}-{n}") or 0
-                        for d, (s, n) in state.items())
+            start = min(self.store.gtid_end_lsn(str(g)) or 0 for g in state.values())
         return self._begin(start)
 
     def start_by_position(self, file_name: str, position: int) -> list[bytes]:
@@ -130,9 +128,9 @@ class BinlogStream:
         self._until = parse_gtid_state(until_text) if until_text else None
         if self._until is None:
             return []
-        for domain, (_server, seq) in list(self._until.items()):
+        for domain, until in list(self._until.items()):
             held = self._position_gtids.get(domain)
-            if held is not None and held[1] >= seq:
+            if held is not None and held.seq_no >= until.seq_no:
                 del self._until[domain]
         return [self.until_reached_event()] if not self._until else []
 
@@ -141,7 +139,7 @@ class BinlogStream:
         its I/O thread stops on it, its SQL thread after applying everything before it."""
         gtids = sorted(self._position_gtids.items())
         body = struct.pack("<I", len(gtids) | GTID_LIST_UNTIL_REACHED) + b"".join(
-            struct.pack("<IIQ", domain, server, seq) for domain, (server, seq) in gtids)
+            struct.pack("<IIQ", g.domain, g.server_id, g.seq_no) for _domain, g in gtids)
         return make_event(GTID_LIST, self.server_id, body, log_pos=self.position)
 
     def _begin(self, lsn: int) -> list[bytes]:
@@ -190,7 +188,7 @@ class BinlogStream:
         return BinlogMeta.decode(record.payload)
 
     def _committed_text(self, commit_lsn: int) -> str:
-        return ",".join(sorted(self.store.gtids_at(commit_lsn).values())) or "nothing"
+        return walstore.format_position(self.store.gtids_at(commit_lsn)) or "nothing"
 
     # ---- the events -----------------------------------------------------------------------
 
@@ -223,10 +221,11 @@ class BinlogStream:
             if transaction is None:
                 continue
             gtid, data = transaction
-            domain, server, seq = walstore.Gtid.parse(gtid)
-            if domain in self._skip and seq <= self._skip[domain]:
+            parsed = walstore.Gtid.parse(gtid)
+            domain = parsed.domain
+            if domain in self._skip and parsed.seq_no <= self._skip[domain]:
                 continue
-            self._position_gtids[domain] = (server, seq)
+            self._position_gtids[domain] = parsed
             try:
                 events = split_events(data)
             except BinlogEventError as exc:
@@ -238,7 +237,7 @@ class BinlogStream:
             size += len(data)
             self.position = last_next_pos or self.position
             self.last_gtid = gtid
-            if self._reached_until(domain, server, seq):
+            if self._reached_until(parsed):
                 out.append(self.until_reached_event())
                 break
         self.events_sent += len(out)
@@ -257,11 +256,11 @@ class BinlogStream:
     def until_done(self) -> bool:
         return self._until == {}
 
-    def _reached_until(self, domain: int, server: int, seq: int) -> bool:
-        if self._until is None or domain not in self._until:
+    def _reached_until(self, gtid: walstore.Gtid) -> bool:
+        if self._until is None or gtid.domain not in self._until:
             return False
-        if seq >= self._until[domain][1]:
-            del self._until[domain]
+        if gtid.seq_no >= self._until[gtid.domain].seq_no:
+            del self._until[gtid.domain]
         return not self._until
 
     def _note(self, file_name: str, event: Event) -> None:

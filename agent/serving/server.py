@@ -92,7 +92,7 @@ class ReplicationServer:
             task_status.started()
 
     def _committed_gtids(self) -> str:
-        return ",".join(sorted(self.store.gtids_at(self.node.commit_lsn).values()))
+        return walstore.format_position(self.store.gtids_at(self.node.commit_lsn))
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         connection_id = next(self._ids)

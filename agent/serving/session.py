@@ -2,7 +2,7 @@
 
 Connection phase: handshake v10 with mysql_native_password (an auth switch when the client
 starts with another plugin), credentials from the config, ERR 1045 otherwise. Command
-phase: the queries a replica sends (agent/mysql_server/queries.py), COM_REGISTER_SLAVE,
+phase: the queries a replica sends (agent/serving/queries.py), COM_REGISTER_SLAVE,
 COM_PING, COM_QUIT and COM_BINLOG_DUMP, which hands the connection to the binlog stream.
 Anything else gets an ERR packet; malformed packets end the connection.
 """
@@ -13,16 +13,18 @@ import os
 import re
 from dataclasses import dataclass
 
+from agent.mariadb.commands import (
+    COM_BINLOG_DUMP,
+    COM_INIT_DB,
+    COM_PING,
+    COM_QUERY,
+    COM_QUIT,
+    COM_REGISTER_SLAVE,
+)
 from agent.serving import packets
 from agent.serving.packets import PacketError, PacketWriter
 from agent.serving.queries import QueryContext, answer
 
-COM_QUIT = 0x01
-COM_INIT_DB = 0x02
-COM_QUERY = 0x03
-COM_PING = 0x0E
-COM_BINLOG_DUMP = 0x12
-COM_REGISTER_SLAVE = 0x15
 MAX_COMMAND = 1 << 20  # a replica's commands are small; more is garbage or an attack
 
 ER_ACCESS_DENIED = 1045

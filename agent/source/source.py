@@ -1,6 +1,6 @@
 """The MariaDB source: while this agent leads, tail the primary into the quorum and ACK.
 
-A worker thread runs the blocking replication connection (agent/tailer.py) and hands
+A worker thread runs the blocking replication connection (agent/source/tailer.py) and hands
 whole transactions to the event loop (`run_sync_soon`, no task in between). Each is
 appended verbatim, in binlog order, through `TimelineNode.submit` (split into `continued`
 pieces when larger than a record) and queued; a commit listener on the node loop takes
@@ -118,7 +118,7 @@ class MariaDBSource:
             backoff = min(5.0, backoff * 2)
 
     def _gtid_state(self) -> str:
-        return ",".join(sorted(self.store.last_gtids().values()))
+        return walstore.format_position(self.store.last_gtids())
 
     async def _session(self) -> None:
         stream = ReplicationStream(self.config.host, self.config.port, self.config.user,

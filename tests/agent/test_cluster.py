@@ -1,4 +1,5 @@
-"""Three real `binkeeper run` processes on loopback under a steady synthetic append load.
+"""Three real agent processes (`binkeeper run`'s agent with the harness's synthetic load)
+on loopback under a steady synthetic append load.
 
 Faults are real: kill -9, a TCP proxy that cuts every link of one agent, a data directory
 emptied while the agent is down.

@@ -60,7 +60,7 @@ class Net:
                     for entry in ready.entries:
                         storage.append(entry)
                     storage.synced = len(storage.log)
-                    node.flushed(storage.last_lsn())
+                    node.flushed(storage.last_lsn(), storage.last_term())
                     for dst, msg in ready.messages:
                         if (node_id, dst) not in self.cut and dst in self.nodes:
                             self.nodes[dst].step(msg)
@@ -115,7 +115,7 @@ def test_new_commit_lsn_is_told_without_a_reply_and_periodic_heartbeats_are_answ
                 ready = node.ready()
                 for entry in ready.entries:
                     net.storages[node_id].append(entry)
-                node.flushed(net.storages[node_id].last_lsn())
+                node.flushed(net.storages[node_id].last_lsn(), net.storages[node_id].last_term())
                 for dst, msg in ready.messages:
                     sent.append((node_id, msg))
                     net.nodes[dst].step(msg)
@@ -294,3 +294,57 @@ def test_a_node_with_a_lost_disk_does_not_vote_until_it_holds_history() -> None:
     net.tick(40)
     # the two others elect one of themselves, which needs c's vote whenever c is not the one
     assert any(net.nodes[i].role is Role.LEADER for i in "abc" if i != old)
+
+
+def _follower_with_old_log() -> tuple[Node, MemStorage]:
+    """A follower holding 0..50 and 50..100 of term 1, durable and acknowledged."""
+    storage = MemStorage()
+    node = Node(Config("a1"), storage, HardState(), Membership(1, frozenset({"a1", "a2", "a3"})),
+                random.Random(1), 0)
+    old = (consensus.Entry(0, 1, RecordKind.DATA, b"a" * 50),
+           consensus.Entry(50, 1, RecordKind.DATA, b"b" * 50))
+    node.step(consensus.AppendRequest(1, "a2", 0, 0, 0, old))
+    for entry in node.ready().entries:
+        storage.append(entry)
+    node.flushed(100, 1)
+    node.ready()
+    return node, storage
+
+
+def _acks(node: Node, storage: MemStorage) -> list[int]:
+    """Apply one Ready to STORAGE (as a driver would); the acknowledgements it sends."""
+    rd = node.ready()
+    if rd.truncate_to is not None:
+        storage.truncate(rd.truncate_to)
+    for entry in rd.entries:
+        storage.append(entry)
+    return [m.flush_lsn for _dst, m in rd.messages
+            if isinstance(m, consensus.AppendResponse) and m.success]
+
+
+def test_a_flush_report_about_a_replaced_log_is_ignored() -> None:
+    """etcd-raft's stableTo: a durability report names (LSN, term); one about entries a
+    newer leader's log has replaced acknowledges nothing."""
+    node, storage = _follower_with_old_log()
+    new = (consensus.Entry(50, 2, RecordKind.DATA, b"c" * 70),)
+    node.step(consensus.AppendRequest(2, "a3", 50, 1, 0, new))  # truncates to 50, appends
+    node.flushed(100, 1)  # the fsync worker's report about the old log, applied late
+    assert all(lsn <= 50 for lsn in _acks(node, storage))
+    node.flushed(120, 2)  # the new records on disk: now acknowledged
+    assert _acks(node, storage) == [120]
+
+
+def test_a_flush_report_counts_nothing_beyond_a_pending_truncation() -> None:
+    """ABA: a newer leader replaces the tail, a still newer one restores the same entry.
+    The report matches (LSN, term) again, but the caller is about to cut that entry from
+    its disk (the pending truncation) and write it anew: it is acknowledged only after."""
+    node, _storage = _follower_with_old_log()
+    node.step(consensus.AppendRequest(2, "a3", 50, 1, 0,
+                                      (consensus.Entry(50, 2, RecordKind.DATA, b"c" * 70),)))
+    node.step(consensus.AppendRequest(3, "a2", 50, 1, 0,
+                                      (consensus.Entry(50, 1, RecordKind.DATA, b"b" * 50),)))
+    node.flushed(100, 1)  # (100, term 1) matches the log as it is now
+    rd = node.ready()
+    assert rd.truncate_to == 50
+    assert all(m.flush_lsn <= 50 for _dst, m in rd.messages
+               if isinstance(m, consensus.AppendResponse) and m.success)

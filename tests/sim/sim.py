@@ -411,7 +411,7 @@ class Simulation:
             storage = sim_node.storage
             index = bisect.bisect_right(storage.ends, target)
             storage.synced = max(storage.synced, index)
-            sim_node.core.flushed(storage.synced_lsn)
+            sim_node.core.flushed(storage.synced_lsn, storage.term_at(storage.synced_lsn) or 0)
             self._drive(node_id)
         elif kind == "restart":
             node_id = payload
