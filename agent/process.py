@@ -19,6 +19,7 @@ from starlette.routing import Route
 import consensus
 import walstore
 from agent.config import Config, derived_server_id
+from agent.layout import timeline_dir
 from agent.node.handle import TimelineHandle
 from agent.node.loop import TimelineNode
 from agent.node.transport import PeerTransport
@@ -53,7 +54,7 @@ class Agent:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.timeline_dir = config.data_dir / "timelines" / config.timeline_id
+        self.timeline_dir = timeline_dir(config.data_dir, config.timeline_id)
         self.store: walstore.WalStore | None = None
         self.node: TimelineNode | None = None
         self.timeline: TimelineHandle | None = None

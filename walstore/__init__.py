@@ -5,7 +5,7 @@ protobuf; of MariaDB only what a GTID looks like (its index). Records are consen
 
 from walstore._control import Control
 from walstore._store import Durable, RepairedTail, WalStore
-from walstore._verify import VerifyReport, verify
+from walstore._verify import VerifyReport, holds_wal, verify
 from walstore.errors import (
     CorruptionError,
     DiskFullError,
@@ -34,6 +34,7 @@ __all__ = [
     "WalStore",
     "domain_of",
     "format_position",
+    "holds_wal",
     "parse_position",
     "verify",
 ]

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from walstore._control import CONTROL_NAME
+from walstore._segment import parse_segment_name
 from walstore._store import DEFAULT_MAX_RECORD_SIZE, WalStore
 from walstore.errors import CorruptionError
 
@@ -41,3 +43,12 @@ def verify(
     return VerifyReport(
         directory, len(segments), records, store.end_lsn, store.control.commit_lsn, None, torn
     )
+
+
+def holds_wal(path: str | os.PathLike[str]) -> bool:
+    """Whether PATH is a WAL directory: it has a control file or a segment file."""
+    directory = Path(path)
+    if not directory.is_dir():
+        return False
+    return any(entry.name == CONTROL_NAME or parse_segment_name(entry.name) is not None
+               for entry in directory.iterdir())

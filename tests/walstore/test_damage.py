@@ -175,3 +175,46 @@ def test_verify_and_dump_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert cli_main(["wal", "verify", str(tmp_path)]) == 1
     assert "torn tail" in capsys.readouterr().err
     assert cli_main(["wal", "verify", str(tmp_path)]) == 1
+
+
+def test_verify_and_dump_an_agents_data_dir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`binkeeper wal verify|dump` on an agent's data_dir check every timeline's WAL in
+    timelines/<id>/ (the layout `binkeeper run` writes), control files included; a
+    directory with no WAL is an error, not `ok: 0 segment(s)`."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["wal", "verify", str(empty)]) == 2
+    assert "holds no WAL" in capsys.readouterr().err
+    assert cli_main(["wal", "dump", str(empty)]) == 2
+
+    data_dir = tmp_path / "data"
+    first, second = (data_dir / "timelines" / name for name in ("a" * 32, "b" * 32))
+    records = build(first) + build(second)
+    assert cli_main(["wal", "verify", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert str(first) in out and str(second) in out
+    assert cli_main(["wal", "dump", str(data_dir)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert len(lines) == len(records)
+
+    sealed = segments(second)[0]
+    original = sealed.read_bytes()
+    damaged = bytearray(original)
+    damaged[HEADER_SIZE + 5] ^= 0x10  # a payload byte of the first record
+    sealed.write_bytes(bytes(damaged))
+    assert cli_main(["wal", "verify", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert sealed.name in err and "byte offset 0" in err
+    assert cli_main(["wal", "dump", str(data_dir)]) == 1
+    sealed.write_bytes(original)
+
+    control = first / "control"
+    original = control.read_bytes()
+    damaged = bytearray(original)
+    damaged[-2] ^= 0x01  # inside the JSON body: caught by the control file's CRC
+    control.write_bytes(bytes(damaged))
+    assert cli_main(["wal", "verify", str(data_dir)]) == 1
+    assert "DAMAGED: control at byte offset" in capsys.readouterr().err
+    control.write_bytes(original)
+    assert cli_main(["wal", "verify", str(data_dir)]) == 0
