@@ -152,6 +152,9 @@ async def test_follower_kill_leader_kill_and_rebuild(tmp_path: Path) -> None:
 
 
 async def test_partitioned_leader_commits_nothing(tmp_path: Path) -> None:
+    """From the moment it is cut off, a leader commits nothing it appends: watched from the
+    cut itself — while it still believes it leads and keeps appending the load, through its
+    step-down — until the majority's new leader has committed plenty."""
     async with trio.open_nursery() as nursery:
         cluster = await start_cluster(tmp_path, nursery)
         try:
@@ -159,17 +162,38 @@ async def test_partitioned_leader_commits_nothing(tmp_path: Path) -> None:
             assert old is not None
             await wait_commits_grow(cluster, old, 2_000, 15)
             cluster.partition(old)
+            cut = cluster.agents[old].timeline()
+            assert cut is not None and cut["role"] == "leader"
+            # Acks already on their way may still commit what it had appended by the cut;
+            # nothing it appends after the cut reaches a follower, so nothing beyond commits.
+            bound = int(cut["last_lsn"])
+            seen: list[tuple[int, int, str]] = []  # (commit, last LSN, role) of the old leader
+
+            def watch() -> None:
+                timeline = cluster.agents[old].timeline()
+                if timeline is not None:
+                    seen.append((int(timeline["commit_lsn"]), int(timeline["last_lsn"]),
+                                 str(timeline["role"])))
+
             majority = [n for n in cluster.agents if n != old]
             new: str = await wait_until(
-                lambda: cluster.leader(majority),
+                lambda: (watch(), cluster.leader(majority))[1],
                 ELECTION_TIMEOUT_MAX + 5,
                 "a majority leader",
                 cluster.logs,
             )
-            frozen = commit_of(cluster, old)
-            await wait_commits_grow(cluster, new, 5_000, 15)
-            # The old leader is cut off from every peer: it cannot have committed anything.
-            assert commit_of(cluster, old) == frozen
+            start = commit_of(cluster, new)
+            await wait_until(
+                lambda: (watch(), commit_of(cluster, new) >= start + 5_000)[1],
+                15,
+                "the majority to commit 5,000 more bytes",
+                cluster.logs,
+            )
+            assert max(last for _c, last, role in seen if role == "leader") > bound, (
+                "the old leader appended nothing after the cut: nothing was tested")
+            assert max(commit for commit, _l, _r in seen) <= bound, (
+                f"the cut-off leader committed beyond {bound}, what it held at the cut")
+            frozen = max(commit for commit, _l, _r in seen)
             cluster.heal()
             await wait_until(
                 lambda: commit_of(cluster, old) > frozen,
