@@ -7,9 +7,11 @@ emptied while the agent is down.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -49,6 +51,21 @@ async def wait_commits_grow(cluster: Cluster, node_id: str, by: int, timeout: fl
         f"{node_id}'s commit LSN to grow by {by} from {start}",
         cluster.logs,
     )
+
+
+def propose_change(cluster: Cluster, node_id: str, timeline: str) -> int:
+    """POST a membership change (a learner nobody runs) to NODE_ID; its HTTP status."""
+    body = json.dumps({"action": "add_learner", "id": "zz", "addr": "127.0.0.1:9"}).encode()
+    request = urllib.request.Request(
+        f"{cluster.agents[node_id].url}/v1/timelines/{timeline}/members", data=body,
+        method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return -1  # the agent was stopped first
 
 
 def stop_load(cluster: Cluster) -> None:
@@ -168,6 +185,11 @@ async def test_partitioned_leader_commits_nothing(tmp_path: Path) -> None:
             # nothing it appends after the cut reaches a follower, so nothing beyond commits.
             bound = int(cut["last_lsn"])
             seen: list[tuple[int, int, str]] = []  # (commit, last LSN, role) of the old leader
+            # Its load's proposers all wait on commits that cannot come, so make it append
+            # after the cut for sure: a membership change (it never commits; the request
+            # ends when the old leader steps down).
+            nursery.start_soon(trio.to_thread.run_sync, propose_change, cluster, old,
+                               str(cut["timeline_id"]))
 
             def watch() -> None:
                 timeline = cluster.agents[old].timeline()
