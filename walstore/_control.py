@@ -10,7 +10,6 @@ refused with its name, never guessed at.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from crc32c import crc32c
 
 from consensus.membership import Membership
 from walstore.errors import CorruptionError
+from walstore.fs import FileSystem
 
 CONTROL_NAME = "control"
 _MAGIC = b"BKCTL\x00\x00\x01"
@@ -76,30 +76,14 @@ def decode_control(data: bytes, path: Path) -> Control:
         raise CorruptionError(path, _HEAD.size, f"unreadable body: {exc}") from exc
 
 
-def read_control(directory: Path) -> Control | None:
+def read_control(fs: FileSystem, directory: Path) -> Control | None:
     path = directory / CONTROL_NAME
     try:
-        data = path.read_bytes()
+        data = fs.read_file(path)
     except FileNotFoundError:
         return None
     return decode_control(data, path)
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_control(directory: Path, control: Control) -> None:
-    tmp = directory / (CONTROL_NAME + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, encode_control(control))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / CONTROL_NAME)
-    fsync_dir(directory)
+def write_control(fs: FileSystem, directory: Path, control: Control) -> None:
+    fs.replace_file(directory / CONTROL_NAME, encode_control(control))

@@ -29,7 +29,7 @@ import trio
 
 from consensus.messages import Entry, RecordKind
 from walstore import _record
-from walstore._control import Control, fsync_dir, read_control, write_control
+from walstore._control import Control, read_control, write_control
 from walstore._segment import (
     ScanResult,
     Segment,
@@ -46,6 +46,7 @@ from walstore.errors import (
     TruncateBelowCommit,
     WalError,
 )
+from walstore.fs import FileSystem, OsFileSystem
 from walstore.gtid import domain_of
 
 log = logging.getLogger("binkeeper.walstore")
@@ -100,8 +101,10 @@ class _SyncRound:
 
 
 class WalStore:
-    def __init__(self, path: Path, segment_size: int, max_record_size: int) -> None:
+    def __init__(self, path: Path, segment_size: int, max_record_size: int,
+                 fs: FileSystem | None = None) -> None:
         self.path = path
+        self.fs: FileSystem = fs if fs is not None else OsFileSystem()
         self.segment_size = segment_size
         self.max_record_size = max_record_size
         self.control = Control()
@@ -121,8 +124,6 @@ class WalStore:
         self._last_term = 0
         self._pending: list[_Pending] = []  # appended, not yet handed to a writer
         self._mem: list[Entry] = []  # every record above flush_lsn, in order
-        self._write_fds: dict[int, int] = {}  # segment first LSN -> fd (writer side)
-        self._read_fds: dict[int, int] = {}
         self._sync_round: _SyncRound | None = None
         self._control_lock = threading.Lock()  # the control file is written from threads too
         self._closed = False
@@ -137,21 +138,24 @@ class WalStore:
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
         create: bool = True,
+        fs: FileSystem | None = None,
     ) -> WalStore:
+        """Open (or create) the WAL in PATH; FS is the file system (the real one unless a
+        simulator passes its own)."""
         directory = Path(path)
-        if not directory.is_dir():
+        fs = fs if fs is not None else OsFileSystem()
+        if not fs.is_dir(directory):
             if not create:
                 raise WalError(f"{directory}: no such WAL directory")
-            directory.mkdir(parents=True)
-            fsync_dir(directory.parent)
-        store = cls(directory, segment_size, max_record_size)
+            fs.make_dir(directory)
+        store = cls(directory, segment_size, max_record_size, fs)
         store._load(repair=True)
         return store
 
     def _load(self, *, repair: bool) -> None:
-        self.control = read_control(self.path) or Control()
+        self.control = read_control(self.fs, self.path) or Control()
         names = sorted(
-            p.name for p in self.path.iterdir() if parse_segment_name(p.name) is not None
+            n for n in self.fs.list_dir(self.path) if parse_segment_name(n) is not None
         )
         segments = [
             Segment(self.path / name, first)
@@ -173,7 +177,7 @@ class WalStore:
                     f"segment starts at LSN {segment.first_lsn} but the previous one ends at "
                     f"{segments[index - 1].end_lsn}: history is missing",
                 )
-            data = segment.path.read_bytes()
+            data = self.fs.read_file(segment.path)
             result = scan_segment(
                 segment,
                 data,
@@ -226,10 +230,7 @@ class WalStore:
 
     def _repair_tail(self, segment: Segment, size: int, result: ScanResult) -> None:
         assert result.error_offset is not None
-        with open(segment.path, "r+b") as handle:
-            handle.truncate(result.good_size)
-            handle.flush()
-            os.fsync(handle.fileno())
+        self.fs.truncate(segment.path, result.good_size)
         self.repaired_tail = RepairedTail(
             segment.path, result.error_offset, size - result.good_size, str(result.error_reason)
         )
@@ -349,41 +350,37 @@ class WalStore:
         return _Batch(writes, self._end_lsn)
 
     def _write_batch(self, batch: _Batch) -> None:
-        """Write and fdatasync a batch. Runs in a worker thread: touches only fds and files."""
+        """Write and fdatasync a batch. Runs in a worker thread: touches only files."""
+        fs = self.fs
         created = False
-        touched: list[tuple[Segment, int, int]] = []  # (segment, fd, size before)
+        touched: list[tuple[Segment, int]] = []  # (segment, size before)
         try:
             for write in batch.writes:
                 segment = write.segment
-                fd = self._write_fds.get(segment.first_lsn)
-                if fd is None:
-                    created |= not segment.path.exists()
-                    fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT, 0o644)
-                    self._write_fds[segment.first_lsn] = fd
-                touched.append((segment, fd, write.offset))
-                _pwrite_all(fd, write.parts, write.offset)
-            for _segment, fd, _offset in touched:
+                created |= write.offset == 0  # a new segment file: its name needs a dir fsync
+                touched.append((segment, write.offset))
+                fs.pwrite(segment.path, write.parts, write.offset)
+            for segment, _offset in touched:
                 started = time.perf_counter()
-                os.fdatasync(fd)
+                fs.datasync(segment.path)
                 self.fsync_seconds += time.perf_counter() - started
                 self.fsync_count += 1
             if created:
-                fsync_dir(self.path)
+                fs.sync_dir(self.path)
         except OSError as exc:
             # Cut what this batch wrote, so no half record is left that could look valid
             # later; the batch stays pending and the next sync retries it.
-            for _segment, fd, offset in touched:
+            for segment, offset in touched:
                 try:
-                    os.ftruncate(fd, offset)
+                    fs.truncate(segment.path, offset)
                 except OSError:
                     pass
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFullError(f"{self.path}: disk full: {exc.strerror}") from exc
             raise
-        # Older segments are sealed once written: keep only the active segment's fd open.
-        active = batch.writes[-1].segment.first_lsn if batch.writes else None
-        for first in [f for f in self._write_fds if f != active]:
-            os.close(self._write_fds.pop(first))
+        # Older segments are sealed once written: keep only the active segment's file open.
+        for write in batch.writes[:-1]:
+            fs.release(write.segment.path, writer_only=True)
 
     def _finish_batch(self, batch: _Batch) -> None:
         for write in batch.writes:
@@ -508,7 +505,7 @@ class WalStore:
                 break
             start = segment.offsets[rec_index]
             stop = segment.offsets[last + 1] if last + 1 < len(segment.offsets) else segment.written
-            data = os.pread(self._read_fd(segment), stop - start, start)
+            data = self.fs.pread(segment.path, stop - start, start)
             view = memoryview(data)
             offset = 0
             for _ in range(rec_index, last + 1):
@@ -537,12 +534,6 @@ class WalStore:
             lsn = record.end_lsn
             if budget >= 0 and yielded >= budget:
                 return
-
-    def _read_fd(self, segment: Segment) -> int:
-        fd = self._read_fds.get(segment.first_lsn)
-        if fd is None:
-            fd = self._read_fds[segment.first_lsn] = os.open(segment.path, os.O_RDONLY)
-        return fd
 
     def gtid_end_lsn(self, gtid: str) -> int | None:
         return self._gtids.get(gtid)
@@ -604,8 +595,7 @@ class WalStore:
                 del self._gtids[record.gtid]
         removed_files = False
         for segment in self._segments[seg_index + 1 :]:
-            self._forget_fds(segment)
-            segment.path.unlink(missing_ok=True)
+            self.fs.unlink(segment.path)
             removed_files = True
         del self._segments[seg_index + 1 :]
         del self._firsts[seg_index + 1 :]
@@ -615,13 +605,10 @@ class WalStore:
         del segment.ends[rec_index:]
         segment.size = cut
         if segment.written > cut:
-            self._forget_fds(segment)
-            with open(segment.path, "r+b") as handle:
-                handle.truncate(cut)
-                os.fsync(handle.fileno())
+            self.fs.truncate(segment.path, cut)
             segment.written = cut
         if removed_files:
-            fsync_dir(self.path)
+            self.fs.sync_dir(self.path)
         self._mem = [r for r in self._mem if r.end_lsn <= lsn]
         self._pending = self._rebuild_pending(lsn)
         while self._term_changes and self._term_changes[-1][1] >= lsn:
@@ -672,20 +659,13 @@ class WalStore:
                         self._removed_gtids[domain_of(record.gtid)] = record.gtid
             self.save_control(self.control)
             for segment in self._segments[:count]:
-                self._forget_fds(segment)
-                segment.path.unlink()
+                self.fs.unlink(segment.path)
             del self._segments[:count]
             del self._firsts[:count]
-            fsync_dir(self.path)
+            self.fs.sync_dir(self.path)
             self._gtids = {g: end for g, end in self._gtids.items() if end > self.first_lsn}
             self._meta_lsns = [m for m in self._meta_lsns if m >= self.first_lsn]
         return count
-
-    def _forget_fds(self, segment: Segment) -> None:
-        for fds in (self._write_fds, self._read_fds):
-            fd = fds.pop(segment.first_lsn, None)
-            if fd is not None:
-                os.close(fd)
 
     # ---- control ------------------------------------------------------------------------
 
@@ -715,7 +695,7 @@ class WalStore:
             term_history=tuple(self._term_changes),
             removed_gtids=tuple(sorted(self._removed_gtids.values())),
         )
-        write_control(self.path, control)
+        write_control(self.fs, self.path, control)
         self.control = control
 
     # ---- closing ------------------------------------------------------------------------
@@ -724,10 +704,7 @@ class WalStore:
         if self._closed:
             return
         self._closed = True
-        for fds in (self._write_fds, self._read_fds):
-            for fd in fds.values():
-                os.close(fd)
-            fds.clear()
+        self.fs.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -743,26 +720,3 @@ class WalStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
-
-
-def _pwrite_all(fd: int, parts: list[bytes], offset: int) -> None:
-    """Write PARTS contiguously at OFFSET with as few system calls as the kernel allows."""
-    index = 0
-    while index < len(parts):
-        chunk = parts[index : index + _IOV_MAX]
-        written = os.pwritev(fd, chunk, offset)
-        total = sum(len(p) for p in chunk)
-        if written < total:  # short writes happen on full disks: finish piece by piece
-            view = memoryview(b"".join(chunk))[written:]
-            while view:
-                more = os.pwrite(fd, view, offset + written)
-                if more == 0:
-                    raise OSError(errno.ENOSPC, "short write")
-                view = view[more:]
-                written += more
-        offset += total
-        index += len(chunk)
-
