@@ -65,6 +65,9 @@ class HardState:
     term: int = 0
     vote: str | None = None
     commit_lsn: int = 0
+    # Persisted too: a node that started on an empty disk stays rebuilding across restarts
+    # (it may have adopted a term meanwhile, which would otherwise hide its empty start).
+    rebuilding: bool = False
 
 
 @dataclass
@@ -170,15 +173,25 @@ class Node:
         self.transferee: str | None = None
         self.transfer_elapsed = 0
         self._messages: list[tuple[str, Message]] = []
-        self._persisted = HardState(self.term, self.vote, self.commit_lsn)
+        self._persisted = HardState(self.term, self.vote, self.commit_lsn,
+                                    hard_state.rebuilding)
         self._reported_commit = self.commit_lsn
         self._membership_changed = False
         self._broadcast_pending = False
-        # A node with no term and no log may be new — or may have lost its disk, and with it
-        # the votes it cast. It votes only for empty-log candidates (a brand-new cluster)
-        # until it holds history, so it cannot hand a second vote to a rival in a term it
-        # already voted in.
-        self._fresh = hard_state.term == 0 and self.log.last_lsn() == 0
+        # A node with no term, no vote and no log may be new — or may have lost its disk, and
+        # with it the votes it cast and the records it acknowledged. Until it knows which,
+        # it is *rebuilding*: it grants no vote and cannot win one (it still asks, with
+        # pre-votes, so its peers learn it is empty). It learns the cluster is new when
+        # every other voter has asked it for a vote with an empty log (all founding members
+        # start empty); it learns the cluster has history when a leader reaches it, and stays
+        # rebuilding until its durable log holds what that leader had committed. (Found by
+        # the simulator: a node that lost its disk and a lagging one, both empty, elected
+        # each other and replaced committed history.)
+        self.rebuilding = hard_state.rebuilding or (
+            hard_state.term == 0 and hard_state.vote is None and self.log.last_lsn() == 0)
+        self._rebuild_target: int | None = None  # a leader's commit LSN, once one reached us
+        self._seen_empty: set[str] = set()  # voters that asked us for votes with empty logs
+        self._note_rebuilt()  # a single voter needs nobody's word
         self._reset_election_timer()
 
     # ---- public inputs ------------------------------------------------------------------
@@ -193,6 +206,11 @@ class Node:
 
     def campaign(self, *, transfer: bool = False) -> None:
         if not self._promotable():
+            return
+        if self.rebuilding:
+            # Only to be seen: a pre-vote tells the others this log is empty; it never wins.
+            self._reset_election_timer()
+            self._send_pre_votes()
             return
         if self.config.pre_vote and not transfer:
             self._become_pre_candidate()
@@ -271,6 +289,7 @@ class Node:
         if lsn <= self.flush_lsn:
             return
         self.flush_lsn = lsn
+        self._note_rebuilt()
         if self.role is Role.LEADER:
             self._maybe_commit()
         elif self.leader is not None:
@@ -384,7 +403,7 @@ class Node:
     # ---- roles --------------------------------------------------------------------------
 
     def _hard_state(self) -> HardState:
-        return HardState(self.term, self.vote, self.commit_lsn)
+        return HardState(self.term, self.vote, self.commit_lsn, self.rebuilding)
 
     def _promotable(self) -> bool:
         return self.id in self.membership.voters
@@ -430,6 +449,22 @@ class Node:
         self._reset_election_timer()
         self._request_votes(pre_vote=False, transfer=transfer)
 
+    def _send_pre_votes(self) -> None:
+        request = VoteRequest(self.term + 1, self.id, self.log.last_term(), self.log.last_lsn(),
+                              True, False)
+        for voter in sorted(self.membership.voters - {self.id}):
+            self._send(voter, request)
+
+    def _note_rebuilt(self) -> None:
+        """Leave the rebuilding state once it is known to be safe."""
+        if not self.rebuilding:
+            return
+        if self._rebuild_target is not None:
+            if self.flush_lsn >= self._rebuild_target:
+                self.rebuilding = False  # holds what was committed when a leader reached us
+        elif self._seen_empty >= self.membership.voters - {self.id}:
+            self.rebuilding = False  # every voter is empty: a brand-new cluster
+
     def _request_votes(self, *, pre_vote: bool, transfer: bool) -> None:
         if quorum.vote_won([self.id], self.membership.voters):
             if pre_vote:
@@ -470,9 +505,11 @@ class Node:
         return (last_term, last_lsn) >= (self.log.last_term(), self.log.last_lsn())
 
     def _on_vote_request(self, msg: VoteRequest) -> None:
-        if self._fresh and self.log.last_lsn() > 0:
-            self._fresh = False
-        if self._fresh and msg.last_lsn > 0:
+        if self.rebuilding:
+            if msg.last_lsn == 0 and msg.last_log_term == 0:
+                self._seen_empty.add(msg.candidate_id)
+            self._note_rebuilt()
+        if self.rebuilding:
             self._send(msg.candidate_id,
                        VoteResponse(self.term, self.id, False, pre_vote=msg.pre_vote))
             return
@@ -499,6 +536,8 @@ class Node:
         self._send(msg.candidate_id, VoteResponse(self.term, self.id, granted))
 
     def _on_vote_response(self, msg: VoteResponse) -> None:
+        if self.rebuilding:
+            return  # its own pre-votes were only to be seen
         expected = Role.PRE_CANDIDATE if msg.pre_vote else Role.CANDIDATE
         if self.role is not expected:
             return
@@ -522,6 +561,7 @@ class Node:
 
     def _on_append(self, msg: AppendRequest) -> None:
         self._become_follower_of(msg.leader_id)
+        self._reached_by_leader(msg.commit_lsn)
         log = self.log
         if msg.prev_lsn < self.commit_lsn:
             # Already committed here (a duplicate or reordered message); committed entries
@@ -592,8 +632,14 @@ class Node:
             ),
         )
 
+    def _reached_by_leader(self, commit_lsn: int) -> None:
+        if self.rebuilding:
+            self._rebuild_target = max(self._rebuild_target or 0, commit_lsn)
+            self._note_rebuilt()
+
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         self._become_follower_of(msg.leader_id)
+        self._reached_by_leader(msg.commit_lsn)
         self._advance_follower_commit(min(msg.commit_lsn, self.leader_match_lsn))
         if not msg.commit_only:
             self._send(msg.leader_id, HeartbeatResponse(self.term, self.id, self._ackable()))

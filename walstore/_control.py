@@ -33,6 +33,7 @@ class Control:
     term_history: tuple[tuple[int, int], ...] = ()  # (term, start LSN), ascending
     membership: Membership = field(default_factory=Membership)
     removed_gtids: tuple[str, ...] = ()  # newest GTID per domain among removed segments
+    rebuilding: bool = False  # started on an empty disk, not yet holding the history
 
 
 def encode_control(control: Control) -> bytes:
@@ -43,6 +44,7 @@ def encode_control(control: Control) -> bytes:
             "commit_lsn": control.commit_lsn,
             "term_history": [list(pair) for pair in control.term_history],
             "removed_gtids": list(control.removed_gtids),
+            "rebuilding": control.rebuilding,
             "membership": control.membership.as_dict(),
         },
         sort_keys=True,
@@ -70,6 +72,7 @@ def decode_control(data: bytes, path: Path) -> Control:
             commit_lsn=int(raw["commit_lsn"]),
             term_history=tuple((int(t), int(s)) for t, s in raw["term_history"]),
             removed_gtids=tuple(str(g) for g in raw.get("removed_gtids", ())),
+            rebuilding=bool(raw.get("rebuilding", False)),
             membership=Membership.from_dict(membership),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -69,9 +69,8 @@ class NodeDriver(Generic[P]):
         self.core = consensus.Node(
             core_config,
             self.storage,
-            consensus.HardState(
-                term=control.term, vote=control.vote, commit_lsn=control.commit_lsn
-            ),
+            consensus.HardState(term=control.term, vote=control.vote,
+                                commit_lsn=control.commit_lsn, rebuilding=control.rebuilding),
             membership,
             rng,
             store.flush_lsn,
@@ -151,6 +150,19 @@ class NodeDriver(Generic[P]):
             self._send(dst, msg)
         return applied
 
+    def caught_up(self, member: str) -> bool:
+        """While leading: MEMBER is a voter streaming within one batch of this log (ready
+        to take leadership without a pause: the preferred-leader hand-over's rule)."""
+        core = self.core
+        progress = core.progress.get(member)
+        return (
+            core.role is consensus.Role.LEADER
+            and member in core.membership.voters
+            and progress is not None
+            and progress.state is consensus.ProgressState.REPLICATE
+            and core.log.last_lsn() - progress.match_lsn <= core.config.max_batch_bytes
+        )
+
     def leadership_lost(self) -> list[P]:
         """Once the node no longer leads, every pending proposal's outcome is unknown."""
         if self.core.role is consensus.Role.LEADER or not self.pending:
@@ -172,11 +184,11 @@ class NodeDriver(Generic[P]):
     ) -> None:
         control = self.store.control
         changes: dict[str, Any] = {}
-        if hard_state is not None and (hard_state.term, hard_state.vote) != (
-            control.term,
-            control.vote,
-        ):
-            changes.update(term=hard_state.term, vote=hard_state.vote)
+        if hard_state is not None and (
+                hard_state.term, hard_state.vote, hard_state.rebuilding) != (
+                control.term, control.vote, control.rebuilding):
+            changes.update(term=hard_state.term, vote=hard_state.vote,
+                           rebuilding=hard_state.rebuilding)
         if membership is not None:
             changes["membership"] = membership
         if changes:

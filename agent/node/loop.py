@@ -363,17 +363,7 @@ class TimelineNode:
             waiter.done.set()
 
     def caught_up(self, member: str) -> bool:
-        """While leading: MEMBER is a voter streaming within one batch of this log (ready
-        to take leadership without a pause)."""
-        core = self.core
-        progress = core.progress.get(member)
-        return (
-            self.role == "leader"
-            and member in core.membership.voters
-            and progress is not None
-            and progress.state is consensus.ProgressState.REPLICATE
-            and core.log.last_lsn() - progress.match_lsn <= core.config.max_batch_bytes
-        )
+        return self.driver.caught_up(member)
 
     @property
     def membership(self) -> consensus.Membership:

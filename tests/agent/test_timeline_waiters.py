@@ -36,6 +36,10 @@ async def test_a_proposal_truncated_by_a_new_leader_is_not_reported_committed(
                 while not predicate():  # type: ignore[operator]
                     await trio.sleep(0.001)
 
+        # A new cluster: a1 learns from their pre-votes that a2 and a3 are empty too.
+        for peer in ("a2", "a3"):
+            node.deliver(consensus.VoteRequest(1, peer, 0, 0, pre_vote=True))
+        await until(lambda: not node.core.rebuilding, "a1 to know the cluster is new")
         # a1 wins an election with a2's votes (pre-vote, then the real one).
         await node.admin(lambda core: core.campaign())
         await until(lambda: node.core.role is consensus.Role.PRE_CANDIDATE

@@ -9,7 +9,7 @@ import pytest
 
 import consensus
 from consensus import Config, HardState, Membership, Node, NotLeader, RecordKind, Role
-from tests.sim.sim import MemStorage
+from tests.consensus.mem_storage import MemStorage
 
 
 class Net:
@@ -30,6 +30,15 @@ class Net:
         }
         self.cut: set[tuple[str, str]] = set()
         self.hard: dict[str, HardState] = {}
+        self.bootstrap()
+
+    def bootstrap(self) -> None:
+        """A brand-new cluster: every node starts empty and rebuilding, and each learns the
+        others are empty from their pre-votes (as real agents do on their first timeouts)."""
+        for node_id in self.ids:
+            self.nodes[node_id]._send_pre_votes()  # what a rebuilding node's campaign sends
+            self.stabilize()
+        assert not any(self.nodes[i].rebuilding for i in self.ids)
 
     def add(self, node_id: str, membership: Membership) -> None:
         self.ids.append(node_id)
@@ -348,3 +357,29 @@ def test_a_flush_report_counts_nothing_beyond_a_pending_truncation() -> None:
     assert rd.truncate_to == 50
     assert all(m.flush_lsn <= 50 for _dst, m in rd.messages
                if isinstance(m, consensus.AppendResponse) and m.success)
+
+
+def test_a_lost_disk_and_a_lagging_voter_cannot_elect_a_leader_without_history() -> None:
+    """Found by the simulator (lost disks): history committed on {b, c} while a was away;
+    c's disk is lost and b goes down. a (empty log) and c (empty disk) must not elect each
+    other — that would replace committed history. c stays rebuilding until a leader that
+    holds the history reaches it."""
+    net = Net(["a", "b", "c"])
+    net.isolate("a")
+    net.elect("b")
+    net.nodes["b"].propose(b"history")
+    net.stabilize()
+    assert net.payloads("c") == [b"history"] and net.payloads("a") == []
+    net.storages["c"] = MemStorage()  # c's disk is replaced: no term, no vote, no log
+    net.nodes["c"] = Node(Config("c"), net.storages["c"], HardState(), net.membership,
+                          random.Random(7), 0)
+    assert net.nodes["c"].rebuilding
+    net.heal()
+    net.isolate("b")
+    net.tick(60)
+    assert not any(net.nodes[i].role is Role.LEADER for i in "ac")
+    net.heal()
+    net.tick(60)
+    assert net.leader() == "b" or net.payloads(net.leader()) == [b"history"]
+    assert all(net.payloads(i) == [b"history"] for i in "abc")
+    assert not net.nodes["c"].rebuilding
