@@ -190,14 +190,24 @@ async def run_until_signal(agent: Agent) -> None:
                 break
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups: trio's nurseries wrap them."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 def run_agent(agent: Agent, command: str = "binkeeper run") -> int:
-    """Run AGENT until a signal; the exit code (1 when it could not run)."""
+    """Run AGENT until a signal; the exit code (1 when it could not run or had to stop)."""
     try:
         trio.run(run_until_signal, agent)
-    except walstore.WalError as exc:
-        print(f"{command}: cannot open the WAL: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        leaves = _leaves(exc)
+        for kind, prefix in ((walstore.FsyncFailed, ""),
+                             (walstore.WalError, "cannot open the WAL: "), (OSError, "")):
+            found = next((leaf for leaf in leaves if isinstance(leaf, kind)), None)
+            if found is not None:
+                print(f"{command}: {prefix}{found}", file=sys.stderr)
+                return 1
+        raise
     return 0

@@ -68,8 +68,12 @@ class AppendRequest:
     leader_id: str
     prev_lsn: int
     prev_term: int
-    commit_lsn: int
+    commit_lsn: int  # capped at what the leader knows this follower matches
     entries: tuple[Entry, ...] = ()
+    # The leader's log end: a node rebuilding from an empty disk must hold this much before
+    # it may vote again (a leader holds everything committed, so this covers it; its
+    # commit LSN may lag just after an election).
+    rebuild_to: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ class Heartbeat:
     # periodic heartbeats are answered and carry liveness), which saves a message each way
     # per commit.
     commit_only: bool = False
+    rebuild_to: int = 0  # the leader's log end (see AppendRequest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,12 +184,13 @@ class Node:
         # pre-votes, so its peers learn it is empty). It learns the cluster is new when
         # every other voter has asked it for a vote with an empty log (all founding members
         # start empty); it learns the cluster has history when a leader reaches it, and stays
-        # rebuilding until its durable log holds what that leader had committed. (Found by
+        # rebuilding until its durable log holds what that leader held then. (Found by
         # the simulator: a node that lost its disk and a lagging one, both empty, elected
         # each other and replaced committed history.)
         self.rebuilding = hard_state.rebuilding or (
             hard_state.term == 0 and hard_state.vote is None and self.log.last_lsn() == 0)
-        self._rebuild_target: int | None = None  # a leader's commit LSN, once one reached us
+        self._rebuild_target: int | None = None  # a leader's log end, once one reached us
+        self._rebuild_term = 0  # the term of that leader
         self._seen_empty: set[str] = set()  # voters that asked us for votes with empty logs
         self._note_rebuilt()  # a single voter needs nobody's word
         self._reset_election_timer()
@@ -379,12 +380,26 @@ class Node:
         if ready.truncate_to is not None:
             self.flush_lsn = min(self.flush_lsn, ready.truncate_to)
         ready.messages, self._messages = self._messages, []
+        if ready.truncate_to is not None:
+            ready.messages = self._without_stale_acks(ready.messages)
         if self.commit_lsn != self._reported_commit:
             ready.commit_lsn = self._reported_commit = self.commit_lsn
         if self._membership_changed:
             ready.membership = self.membership
             self._membership_changed = False
         return ready
+
+    def _without_stale_acks(
+        self, messages: list[tuple[str, Message]]
+    ) -> list[tuple[str, Message]]:
+        """An acknowledgement queued before a truncation in the same step batch claims
+        records the caller is about to cut: it must not leave (found by the simulator: a
+        follower answered its old leader's heartbeat, then a new leader's append replaced
+        that suffix, and the answer went out after the cut)."""
+        return [(dst, m) for dst, m in messages if not (
+            isinstance(m, AppendResponse | HeartbeatResponse)
+            and (not isinstance(m, AppendResponse) or m.success)
+            and m.flush_lsn > self.flush_lsn)]
 
     def status(self) -> Status:
         return Status(
@@ -561,7 +576,7 @@ class Node:
 
     def _on_append(self, msg: AppendRequest) -> None:
         self._become_follower_of(msg.leader_id)
-        self._reached_by_leader(msg.commit_lsn)
+        self._reached_by_leader(msg.term, msg.rebuild_to)
         log = self.log
         if msg.prev_lsn < self.commit_lsn:
             # Already committed here (a duplicate or reordered message); committed entries
@@ -632,14 +647,16 @@ class Node:
             ),
         )
 
-    def _reached_by_leader(self, commit_lsn: int) -> None:
-        if self.rebuilding:
-            self._rebuild_target = max(self._rebuild_target or 0, commit_lsn)
+    def _reached_by_leader(self, term: int, rebuild_to: int) -> None:
+        # The first word of each newer leader sets the target: its log end then holds all
+        # that was committed; later words only say the log grew, and are not waited for.
+        if self.rebuilding and term > self._rebuild_term:
+            self._rebuild_term, self._rebuild_target = term, rebuild_to
             self._note_rebuilt()
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         self._become_follower_of(msg.leader_id)
-        self._reached_by_leader(msg.commit_lsn)
+        self._reached_by_leader(msg.term, msg.rebuild_to)
         self._advance_follower_commit(min(msg.commit_lsn, self.leader_match_lsn))
         if not msg.commit_only:
             self._send(msg.leader_id, HeartbeatResponse(self.term, self.id, self._ackable()))
@@ -701,9 +718,9 @@ class Node:
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             for member, progress in self.progress.items():
-                self._send(
-                    member, Heartbeat(self.term, self.id, min(self.commit_lsn, progress.match_lsn))
-                )
+                self._send(member, Heartbeat(self.term, self.id,
+                                             min(self.commit_lsn, progress.match_lsn),
+                                             rebuild_to=self.log.last_lsn()))
                 if progress.state is ProgressState.PROBE:
                     progress.paused = False
                     self._send_append(member, progress)
@@ -733,12 +750,14 @@ class Node:
             elif progress.state is ProgressState.REPLICATE:
                 if commit > progress.sent_commit:  # nothing new but the commit LSN
                     progress.sent_commit = commit
-                    self._send(member, Heartbeat(self.term, self.id, commit, commit_only=True))
+                    self._send(member, Heartbeat(self.term, self.id, commit, commit_only=True,
+                                                 rebuild_to=self.log.last_lsn()))
                 return
             progress.sent_commit = max(progress.sent_commit, commit)
             self._send(
                 member,
-                AppendRequest(self.term, self.id, progress.next_lsn, prev_term, commit, entries),
+                AppendRequest(self.term, self.id, progress.next_lsn, prev_term, commit, entries,
+                              rebuild_to=self.log.last_lsn()),
             )
             if progress.state is ProgressState.PROBE:
                 progress.paused = True
@@ -817,9 +836,12 @@ class Node:
             progress.match_lsn = msg.flush_lsn
             self._send_append(msg.node_id, progress)
             return
-        elif progress.state is ProgressState.REPLICATE and progress.inflight:
-            # Appends in flight but the follower does not move: some were lost. Probe again
-            # from what it has, rather than wait forever for acks that will not come.
+        elif progress.state is ProgressState.REPLICATE and (
+                progress.inflight or progress.next_lsn > progress.match_lsn):
+            # Appends in flight but the follower does not move: some were lost. Or nothing in
+            # flight, yet it acknowledges less than it said its log held: it lost an unsynced
+            # tail in a crash (found by the simulator: the leader waited forever). Probe again
+            # from what it has, rather than wait for acks that will not come.
             progress.stalled_heartbeats += 1
             if progress.stalled_heartbeats >= 3:
                 progress.stalled_heartbeats = 0

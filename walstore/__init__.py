@@ -9,6 +9,7 @@ from walstore._verify import VerifyReport, holds_wal, verify
 from walstore.errors import (
     CorruptionError,
     DiskFullError,
+    FsyncFailed,
     NotARecordBoundary,
     RecordTooLarge,
     SyncInProgress,
@@ -22,6 +23,7 @@ __all__ = [
     "CorruptionError",
     "DiskFullError",
     "Durable",
+    "FsyncFailed",
     "Gtid",
     "GtidError",
     "NotARecordBoundary",

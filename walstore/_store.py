@@ -40,6 +40,7 @@ from walstore._segment import (
 from walstore.errors import (
     CorruptionError,
     DiskFullError,
+    FsyncFailed,
     NotARecordBoundary,
     RecordTooLarge,
     SyncInProgress,
@@ -377,7 +378,8 @@ class WalStore:
                     pass
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFullError(f"{self.path}: disk full: {exc.strerror}") from exc
-            raise
+            raise FsyncFailed(f"{self.path}: writing or syncing the WAL failed: {exc}; the "
+                              "agent must restart to recover from what the disk holds") from exc
         # Older segments are sealed once written: keep only the active segment's file open.
         for write in batch.writes[:-1]:
             fs.release(write.segment.path, writer_only=True)

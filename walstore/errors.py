@@ -37,3 +37,10 @@ class DiskFullError(WalError):
 
 class SyncInProgress(WalError):
     """An operation that needs the files at rest was called while a sync was running."""
+
+
+class FsyncFailed(WalError):
+    """Writing or syncing a batch failed (EIO and the like). What reached the disk is
+    unknown — the kernel may have dropped the dirty pages — so nothing of the batch is
+    reported durable, and the caller must restart and recover from what the disk holds
+    (PostgreSQL's answer to fsyncgate), never retry on the same page cache."""

@@ -87,20 +87,22 @@ class VoteResponse(_message.Message):
     def __init__(self, term: _Optional[int] = ..., voter_id: _Optional[str] = ..., granted: _Optional[bool] = ..., pre_vote: _Optional[bool] = ...) -> None: ...
 
 class AppendRequest(_message.Message):
-    __slots__ = ("term", "leader_id", "prev_lsn", "prev_term", "commit_lsn", "records")
+    __slots__ = ("term", "leader_id", "prev_lsn", "prev_term", "commit_lsn", "records", "rebuild_to")
     TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     PREV_LSN_FIELD_NUMBER: _ClassVar[int]
     PREV_TERM_FIELD_NUMBER: _ClassVar[int]
     COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    REBUILD_TO_FIELD_NUMBER: _ClassVar[int]
     term: int
     leader_id: str
     prev_lsn: int
     prev_term: int
     commit_lsn: int
     records: _containers.RepeatedCompositeFieldContainer[Record]
-    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[str] = ..., prev_lsn: _Optional[int] = ..., prev_term: _Optional[int] = ..., commit_lsn: _Optional[int] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
+    rebuild_to: int
+    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[str] = ..., prev_lsn: _Optional[int] = ..., prev_term: _Optional[int] = ..., commit_lsn: _Optional[int] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., rebuild_to: _Optional[int] = ...) -> None: ...
 
 class TermStart(_message.Message):
     __slots__ = ("term", "start_lsn")
@@ -131,16 +133,18 @@ class AppendResponse(_message.Message):
     def __init__(self, term: _Optional[int] = ..., node_id: _Optional[str] = ..., success: _Optional[bool] = ..., flush_lsn: _Optional[int] = ..., hint_lsn: _Optional[int] = ..., hint_term: _Optional[int] = ..., last_lsn: _Optional[int] = ..., term_history: _Optional[_Iterable[_Union[TermStart, _Mapping]]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("term", "leader_id", "commit_lsn", "commit_only")
+    __slots__ = ("term", "leader_id", "commit_lsn", "commit_only", "rebuild_to")
     TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     COMMIT_LSN_FIELD_NUMBER: _ClassVar[int]
     COMMIT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REBUILD_TO_FIELD_NUMBER: _ClassVar[int]
     term: int
     leader_id: str
     commit_lsn: int
     commit_only: bool
-    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_lsn: _Optional[int] = ..., commit_only: _Optional[bool] = ...) -> None: ...
+    rebuild_to: int
+    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_lsn: _Optional[int] = ..., commit_only: _Optional[bool] = ..., rebuild_to: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("term", "node_id", "flush_lsn")

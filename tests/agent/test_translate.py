@@ -21,6 +21,7 @@ MESSAGES = [
             Entry(106, 5, RecordKind.DATA, b"\x00" * 300, gtid="0-1-7", continued=True),
             Entry(406, 5, RecordKind.CONFIG, b"{}"),
         ),
+        rebuild_to=408,
     ),
     consensus.AppendRequest(5, "a1", 0, 0, 0),
     consensus.AppendResponse(
@@ -34,6 +35,7 @@ MESSAGES = [
     ),
     consensus.AppendResponse(5, "a3", True, flush_lsn=406, last_lsn=408),
     consensus.Heartbeat(5, "a1", 406),
+    consensus.Heartbeat(5, "a1", 300, commit_only=True, rebuild_to=406),
     consensus.HeartbeatResponse(5, "a2", 400),
     consensus.TimeoutNow(5, "a1"),
 ]

@@ -383,3 +383,19 @@ def test_a_lost_disk_and_a_lagging_voter_cannot_elect_a_leader_without_history()
     assert net.leader() == "b" or net.payloads(net.leader()) == [b"history"]
     assert all(net.payloads(i) == [b"history"] for i in "abc")
     assert not net.nodes["c"].rebuilding
+
+
+def test_an_ack_queued_before_a_truncation_in_the_same_batch_is_not_sent() -> None:
+    """Found by the simulator: a follower answers its old leader's heartbeat ("flushed 100"),
+    then, before the caller takes the Ready, a new leader's append cuts that suffix. The
+    queued answer would claim records the caller is about to remove."""
+    node, _storage = _follower_with_old_log()
+    node.step(consensus.Heartbeat(1, "a2", 0))  # answered: flush 100
+    node.step(consensus.AppendRequest(2, "a3", 50, 1, 0,
+                                      (consensus.Entry(50, 2, RecordKind.DATA, b"c" * 70),)))
+    rd = node.ready()
+    assert rd.truncate_to == 50
+    claims = [m.flush_lsn for _dst, m in rd.messages
+              if isinstance(m, consensus.HeartbeatResponse | consensus.AppendResponse)
+              and getattr(m, "success", True)]
+    assert all(lsn <= 50 for lsn in claims), claims

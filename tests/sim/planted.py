@@ -4,9 +4,8 @@ a driver subclass, or a core rule swapped in."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
 
 import consensus
 import walstore
@@ -16,11 +15,24 @@ from consensus.node import Node, Role
 
 class StaleFlushDriver(NodeDriver[P]):
     """The old node loop: a durability report applied as "the store's flush LSN now",
-    with no term or truncation epoch — the stale-flush acknowledgement."""
+    with no term or truncation epoch — the stale-flush acknowledgement. (Run it inside
+    `old_ready()`: the core's later defence, dropping acknowledgements queued before a
+    truncation, would otherwise hide it.)"""
 
     def durable(self, report: walstore.Durable) -> bool:
         _naive_flushed(self.core, self.store.flush_lsn)
         return True
+
+
+@contextmanager
+def old_ready() -> Iterator[None]:
+    """The core without its filter of acknowledgements queued before a truncation."""
+    original = Node._without_stale_acks
+    Node._without_stale_acks = lambda self, messages: messages  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Node._without_stale_acks = original  # type: ignore[method-assign]
 
 
 def _naive_flushed(core: Node, lsn: int) -> None:
@@ -96,7 +108,3 @@ class TruncateDeeperDriver(NodeDriver[P]):
                 self.storage.append(entry)
             store.flush()
         return super().apply(rd)
-
-
-# name -> (what to pass to Simulation, a context to run it in, seeds that must catch it)
-Plant = tuple[dict[str, Any], Callable[[], Any] | None, range]

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from tests.sim import planted
-from tests.sim.sim import LivenessFailure, Profile, SafetyViolation, Simulation, run_seed
+from tests.sim.sim import (
+    BeyondTolerance,
+    LivenessFailure,
+    Profile,
+    SafetyViolation,
+    Simulation,
+    run_seed,
+)
 
 CI_SEEDS = 2000
 CHUNKS = 8
@@ -23,10 +30,21 @@ def test_seeds(chunk: int) -> None:
         run_seed(seed)
 
 
+# Seeds beyond CI's range on which the 100,000-seed sweep found bugs, now fixed: a leader
+# waiting forever on a follower that lost its unsynced tail (3151, 4009, 4204); an
+# acknowledgement queued before a truncation and sent after it (4499, 4974, 5376, 9840,
+# 11150); a rebuilding node's target taken from a fresh leader's lagging commit LSN
+# (2269, 5263); the after-heal marker cut by a leadership change (2382).
+SWEEP_FINDINGS = [2269, 2382, 3151, 4009, 4204, 4499, 4974, 5263, 5376, 9840, 11150]
+
+
+@pytest.mark.parametrize("seed", SWEEP_FINDINGS)
+def test_seeds_the_sweep_found(seed: int) -> None:
+    run_seed(seed)
+
+
 def test_same_seed_same_run() -> None:
-    first, second = Simulation(12345), Simulation(12345)
-    first.run()
-    second.run()
+    first, second = run_seed(12345), run_seed(12345)
     assert first.trace == second.trace and first.committed == second.committed
     assert first.counters == second.counters
 
@@ -44,7 +62,7 @@ PLANTED: dict[str, tuple[dict[str, Any], Callable[[], Any] | None, range, str]] 
     "stale_flush": (
         dict(nodes=5, driver_factory=planted.StaleFlushDriver,
              profile_hook=slow_disk_partial_partitions),
-        None, range(0, 100), "acknowledged"),
+        planted.old_ready, range(0, 100), "acknowledged"),
     "commit_on_one_copy": (
         dict(config_hook=planted.one_copy), None, range(0, 100), "committed entries"),
     "send_before_persisting_term_and_vote": (
@@ -72,6 +90,6 @@ def test_planted_bug_is_caught(name: str) -> None:
                 assert f"seed {seed}" in str(exc) and "rerun" in str(exc)
                 assert symptom in str(exc), str(exc)
                 return
-            except LivenessFailure:
+            except (LivenessFailure, BeyondTolerance):
                 continue
     pytest.fail(f"planted bug {name!r} went unnoticed for seeds {seeds.start}..{seeds.stop - 1}")

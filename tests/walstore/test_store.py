@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 import trio
 
 import walstore
+import walstore.fs
 from consensus import Membership, RecordKind
 from walstore import Control, WalStore
 
@@ -254,3 +256,33 @@ def test_gtids_at_gives_the_position_at_an_lsn_per_domain(tmp_path: Path) -> Non
         store.remove_segments_before(ends["0-1-3"])
         assert store.gtid_end_lsn("1-1-1") is None
         assert store.gtids_at(ends["0-1-4"]) == {1: "1-1-1", 0: "0-1-4", 2: "2-1-7"}
+
+
+class _FailingSync(walstore.fs.OsFileSystem):
+    """The real file system, but the next fdatasync fails with EIO."""
+
+    fail_next = False
+
+    def datasync(self, path: Path) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(errno.EIO, "Input/output error (injected)")
+        super().datasync(path)
+
+
+def test_a_failed_fsync_is_fatal_and_reports_nothing_durable(tmp_path: Path) -> None:
+    """EIO from fdatasync: the kernel may have dropped the dirty pages, so the batch is
+    never reported durable, its bytes are cut, and the caller is told to restart."""
+    fs = _FailingSync()
+    store = WalStore.open(tmp_path, fs=fs)
+    first = store.append(1, b"a" * 100)
+    store.flush()
+    store.append(1, b"b" * 100)
+    fs.fail_next = True
+    with pytest.raises(walstore.FsyncFailed, match="restart"):
+        store.flush()
+    assert store.flush_lsn == first and store.durable().lsn == first
+    store.close()
+    with WalStore.open(tmp_path) as reopened:  # what a restart finds: the synced records
+        assert reopened.end_lsn == first
+        assert [r.payload for r in reopened.read(0)] == [b"a" * 100]
