@@ -115,6 +115,18 @@ def _no_leftovers(table: dict[str, Any], where: str) -> None:
         raise ConfigError(f"unknown key(s): {keys}")
 
 
+def parse_address(text: str, name: str) -> Address:
+    """HOST:PORT, or ConfigError naming NAME."""
+    return _address(text, name)
+
+
+def check_node_id(node_id: object, name: str) -> str:
+    """A node id (letters, digits, _ . -, up to 63), or ConfigError naming NAME."""
+    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+        raise ConfigError(f"{name}: {node_id!r} is not a valid node id (letters, digits, _ . -)")
+    return node_id
+
+
 def _address(text: str, name: str) -> Address:
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit():

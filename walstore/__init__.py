@@ -4,7 +4,7 @@ protobuf; of MariaDB only what a GTID looks like (its index). Records are consen
 `Entry` values and memberships `consensus.Membership`: one definition of each."""
 
 from walstore._control import Control
-from walstore._store import Durable, RepairedTail, WalStore
+from walstore._store import DEFAULT_MAX_RECORD_SIZE, Durable, RepairedTail, WalStore
 from walstore._verify import VerifyReport, holds_wal, verify
 from walstore.errors import (
     CorruptionError,
@@ -19,6 +19,7 @@ from walstore.errors import (
 from walstore.gtid import Gtid, GtidError, domain_of, format_position, parse_position
 
 __all__ = [
+    "DEFAULT_MAX_RECORD_SIZE",
     "Control",
     "CorruptionError",
     "DiskFullError",

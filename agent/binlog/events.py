@@ -31,7 +31,7 @@ BINLOG_CHECKPOINT = 0xA1
 GTID = 0xA2
 GTID_LIST = 0xA3
 QUERY_COMPRESSED = 0xA5
-XA_PREPARE_LOG = 0xA6  # unused by us but named for dumps
+XA_PREPARE_LOG = 0x26  # 38: ends a prepared XA transaction (XA PREPARE); seen on 10.11
 
 GTID_FLAG_STANDALONE = 0x01
 LOG_EVENT_BINLOG_IN_USE_F = 0x01  # header flag of an FDE whose file is still being written

@@ -21,6 +21,7 @@ from agent.binlog.events import (
     GTID_FLAG_STANDALONE,
     QUERY,
     QUERY_COMPRESSED,
+    XA_PREPARE_LOG,
     XID,
     BinlogEventError,
     Event,
@@ -97,8 +98,9 @@ class Transaction:
 
 
 class TransactionGrouper:
-    """Feed events in binlog order; get whole transactions (GTID event .. XID/COMMIT, or a
-    standalone GTID + QUERY for DDL). Events between transactions are reported as None."""
+    """Feed events in binlog order; get whole transactions (GTID event .. XID/COMMIT, an XA
+    transaction's GTID .. XA_PREPARE_LOG, XA COMMIT/ROLLBACK, or a standalone GTID + QUERY
+    for DDL). Events between transactions are reported as None."""
 
     def __init__(self, checksum: bool = True) -> None:
         self.checksum = checksum
@@ -120,7 +122,9 @@ class TransactionGrouper:
         if self._open is None:
             return None  # FDE, GTID_LIST, BINLOG_CHECKPOINT, ROTATE, STOP, heartbeats
         self._open.events.append(event)
-        done = event.type_code == XID or (
+        # XID ends a transaction, XA_PREPARE_LOG a prepared XA one (its XA COMMIT or XA
+        # ROLLBACK comes later as a transaction of its own).
+        done = event.type_code in (XID, XA_PREPARE_LOG) or (
             event.type_code in (QUERY, QUERY_COMPRESSED)
             and (self._standalone or _ends_transaction(event, self.checksum))
         )
@@ -134,4 +138,4 @@ def _ends_transaction(event: Event, checksum: bool) -> bool:
     if event.type_code != QUERY:
         return False
     text = query_text(event, checksum).strip().upper()
-    return text in (b"COMMIT", b"ROLLBACK") or text.startswith(b"XA COMMIT")
+    return text in (b"COMMIT", b"ROLLBACK") or text.startswith((b"XA COMMIT", b"XA ROLLBACK"))

@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 import consensus
+from agent.config import check_node_id, parse_address
 from agent.node.loop import CommitOutcomeUnknown, TimelineNode
 
 NotLeader = consensus.NotLeader
@@ -73,8 +74,12 @@ class TimelineHandle:
         CommitOutcomeUnknown; ValueError for a malformed request."""
         if action not in MEMBERSHIP_ACTIONS:
             raise ValueError(f"action must be one of {', '.join(MEMBERSHIP_ACTIONS)}")
-        if action == "add_learner" and (address is None or ":" not in address):
-            raise ValueError('add_learner needs "addr": "host:port"')
+        check_node_id(member, "id")  # ConfigError is a ValueError: a 400 naming the field
+        if action == "add_learner":
+            if address is None:
+                raise ValueError('add_learner needs "addr": "host:port"')
+            # Checked here, before it reaches the log: every agent dials what it says.
+            address = str(parse_address(address, "addr"))
 
         def build(current: consensus.Membership) -> consensus.Membership:
             if action == "add_learner":

@@ -10,7 +10,12 @@ import dataclasses
 from typing import Any
 
 import consensus
+import walstore
+from agent.config import ConfigError, check_node_id
 from agent.wire import peer_pb2 as pb
+
+# A record's payload on the wire is bounded like one in the WAL: the store refuses more.
+MAX_PAYLOAD = walstore.DEFAULT_MAX_RECORD_SIZE
 
 # core message class -> Envelope oneof field, and the field naming the sender
 _WIRE_NAME: dict[type, str] = {
@@ -98,7 +103,66 @@ def from_envelope(envelope: pb.Envelope) -> Any:
             )
         else:
             kwargs[name] = getattr(body, name)
-    return cls(**kwargs)
+    msg = cls(**kwargs)
+    check(msg)
+    return msg
+
+
+def check(msg: Any) -> None:
+    """Everything the core and the WAL rely on, checked before a peer's message reaches
+    them: a well-framed message with impossible content is the peer's fault, and closes
+    that connection (TranslationError), never the node loop."""
+    try:
+        check_node_id(sender_of(msg), "sender")
+    except ConfigError as exc:
+        raise TranslationError(str(exc)) from exc
+    if isinstance(msg, consensus.AppendRequest):
+        _check_entries(msg)
+    elif isinstance(msg, consensus.AppendResponse):
+        previous: consensus.TermStart | None = None
+        for start in msg.term_history:
+            if previous is not None and (start.term <= previous.term
+                                         or start.start_lsn < previous.start_lsn):
+                raise TranslationError("term history is not ascending")
+            previous = start
+        if msg.term_history and msg.term_history[-1].term > msg.term:
+            raise TranslationError("term history names a term beyond the message's")
+
+
+def _check_entries(msg: consensus.AppendRequest) -> None:
+    if msg.prev_lsn == 0 and msg.prev_term != 0:
+        raise TranslationError("prev_term must be 0 at LSN 0")
+    if msg.prev_term > msg.term:
+        raise TranslationError(f"prev_term {msg.prev_term} is beyond the term {msg.term}")
+    lsn, term = msg.prev_lsn, msg.prev_term
+    for entry in msg.entries:
+        where = f"record at LSN {entry.lsn}"
+        if entry.lsn != lsn:
+            raise TranslationError(f"{where} does not follow the one ending at {lsn}")
+        if not entry.payload or len(entry.payload) > MAX_PAYLOAD:
+            raise TranslationError(f"{where}: payload of {len(entry.payload)} bytes")
+        if not term <= entry.term <= msg.term:
+            raise TranslationError(f"{where}: term {entry.term} outside {term}..{msg.term}")
+        if entry.gtid is not None:
+            try:
+                entry.gtid.encode("ascii")
+                walstore.Gtid.parse(entry.gtid)
+            except (UnicodeEncodeError, walstore.GtidError) as exc:
+                raise TranslationError(f"{where}: bad GTID {entry.gtid!r}") from exc
+        if entry.kind is consensus.RecordKind.CONFIG:
+            _check_membership(entry, where)
+        lsn, term = entry.end_lsn, entry.term
+
+
+def _check_membership(entry: consensus.Entry, where: str) -> None:
+    try:
+        membership = consensus.Membership.decode(entry.payload)
+        for member in membership.members:
+            check_node_id(member, "member")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TranslationError(f"{where}: not a membership: {exc}") from exc
+    if not membership.voters or membership.voters & membership.learners:
+        raise TranslationError(f"{where}: a membership needs voters, none of them learners")
 
 
 def sender_of(msg: Any) -> str:

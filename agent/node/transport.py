@@ -28,7 +28,7 @@ from typing import Any
 import trio
 
 from agent import wire
-from agent.config import Address, Config
+from agent.config import Address, Config, ConfigError, parse_address
 from agent.node import translate
 from agent.wire import peer_pb2 as pb
 
@@ -139,9 +139,13 @@ class PeerTransport:
             if text is None:
                 log.warning("member %s has no known address; cannot reach it", member)
                 continue
-            host, _, port = text.rpartition(":")
+            try:
+                address = parse_address(text, f"the address of member {member}")
+            except ConfigError as exc:  # from the log: never let it stop the agent
+                log.error("%s; cannot reach it", exc)
+                continue
             send, receive = trio.open_memory_channel[Any](QUEUE_MESSAGES)
-            link = PeerLink(member, Address(host, int(port)), send, receive)
+            link = PeerLink(member, address, send, receive)
             self.links[member] = link
             if self._nursery is not None:
                 self._nursery.start_soon(self._dial_loop, link)

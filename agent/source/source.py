@@ -28,7 +28,7 @@ import trio
 
 import consensus
 import walstore
-from agent.binlog.events import GTID, GTID_LIST, HEARTBEAT
+from agent.binlog.events import GTID, GTID_LIST, HEARTBEAT, BinlogEventError
 from agent.binlog.meta import BinlogMeta, is_new, is_stored_meta
 from agent.binlog.transactions import Transaction, TransactionGrouper
 from agent.config import MariaDBConfig, derived_server_id
@@ -193,7 +193,14 @@ class MariaDBSource:
                     if meta is not None or ack is not None:
                         hand_over(_Item(None, ack, meta))
                     continue
-                transaction = grouper.feed(event)
+                try:
+                    transaction = grouper.feed(event)
+                except BinlogEventError as exc:
+                    # The session ends and a new one reads again after the log's newest
+                    # GTIDs: nothing is skipped, nothing acknowledged that is not stored.
+                    raise ReplicationError(
+                        f"cannot group the binlog at {item.file_name}:{event.next_pos} "
+                        f"(event type {event.type_code:#04x}): {exc}") from exc
                 if transaction is not None:
                     # Cut here, off the event loop: copying a large transaction on the
                     # loop would delay heartbeats long enough to cause an election.

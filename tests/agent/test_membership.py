@@ -46,6 +46,19 @@ async def test_add_learner_promote_remove_and_transfer(tmp_path: Path) -> None:
             {"action": "remove", "id": leader})
         assert status == 421 and body["leader"] == leader
 
+        # malformed changes are refused before they reach the log, naming the field, and
+        # the leader lives on (an address "h:abc" used to kill it from its node loop)
+        for bad, field in (({"action": "add_learner", "id": "a9", "addr": "h:abc"}, "addr"),
+                           ({"action": "add_learner", "id": "bad id!", "addr": "h:1"}, "id"),
+                           ({"action": "explode", "id": "a9"}, "action"),
+                           ({"action": "promote"}, "id")):
+            status, body = await trio.to_thread.run_sync(post, members_url, bad)
+            assert status == 400 and field in body["error"], (bad, status, body)
+        before = commit(cluster, leader)
+        await wait_until(lambda: commit(cluster, leader) > before + 2000, 15,
+                         "commits after the bad requests", cluster.logs)
+        assert cluster.leader() == leader
+
         # a new agent joins as a learner and is streamed the whole log
         new = cluster.add_joining_agent("a4", LOAD)
         new.start()

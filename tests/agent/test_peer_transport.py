@@ -30,7 +30,7 @@ def append(index: int) -> consensus.AppendRequest:
     payload = random.Random(index).randbytes(RECORD)  # incompressible: zstd cannot shrink it
     entry = consensus.Entry(lsn=index * RECORD, term=1, kind=consensus.RecordKind.DATA,
                             payload=payload, gtid=None, continued=False)
-    return consensus.AppendRequest(1, "a1", index * RECORD, 1, 0, (entry,))
+    return consensus.AppendRequest(1, "a1", index * RECORD, 1 if index else 0, 0, (entry,))
 
 
 async def test_direct_writes_and_unsent_ends_arrive_whole_and_in_order() -> None:

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.binlog.events import Event
-from agent.binlog.transactions import Transaction, whole_transactions
+from agent.binlog.events import GTID, QUERY, XA_PREPARE_LOG, Event, make_event
+from agent.binlog.transactions import Transaction, TransactionGrouper, whole_transactions
 from consensus import RecordKind
 from walstore import WalStore
 
@@ -35,3 +36,32 @@ def test_pieces_cut_a_transaction_without_losing_or_reordering_bytes(
     pieces = transaction.pieces(piece_size)
     assert b"".join(pieces) == transaction.raw
     assert all(len(p) == piece_size for p in pieces[:-1]) and 0 < len(pieces[-1]) <= piece_size
+
+
+def _gtid(seq: int, flags: int = 0) -> Event:
+    return Event.parse(make_event(GTID, 1, struct.pack("<QIB", seq, 0, flags) + b"\x00" * 6,
+                                  log_pos=100 + seq, flags=0))
+
+
+def _query(text: bytes) -> Event:
+    body = struct.pack("<IIBHH", 1, 0, 2, 0, 0) + b"xa\x00" + text
+    return Event.parse(make_event(QUERY, 1, body, log_pos=200, flags=0))
+
+
+def test_xa_transactions_end_at_prepare_and_at_commit_or_rollback() -> None:
+    """XA PREPARE ends with an XA_PREPARE_LOG event (0xA6), and its XA COMMIT or XA
+    ROLLBACK is a transaction of its own: a grouper that missed them held the prepared
+    transaction open for ever (the primary waited for its ACK) and then failed on the
+    next GTID."""
+    grouper = TransactionGrouper()
+    prepare = [_gtid(5), _query(b"XA START X'7831',X'',1"),
+               Event.parse(make_event(0x1E, 1, b"rows", log_pos=300, flags=0)),
+               _query(b"XA END X'7831',X'',1"),
+               Event.parse(make_event(XA_PREPARE_LOG, 1, b"\x00" * 8, log_pos=400, flags=0))]
+    got = [grouper.feed(e) for e in prepare]
+    assert got[:-1] == [None] * 4 and got[-1] is not None and got[-1].gtid == "0-1-5"
+    for seq, text in ((6, b"XA COMMIT X'7831',X'',1"), (7, b"XA ROLLBACK X'7832',X'',1")):
+        assert grouper.feed(_gtid(seq)) is None
+        done = grouper.feed(_query(text))
+        assert done is not None and done.gtid == f"0-1-{seq}"
+    assert not grouper.in_transaction

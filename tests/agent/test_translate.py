@@ -7,6 +7,8 @@ from agent import wire
 from agent.node import translate
 from consensus import Entry, RecordKind, TermStart
 
+CONFIG = consensus.Membership(2, frozenset({"a1", "a2", "a3"}), frozenset({"a4"})).encode()
+
 MESSAGES = [
     consensus.VoteRequest(5, "a1", 4, 9000, pre_vote=True, leadership_transfer=False),
     consensus.VoteResponse(5, "a2", True, pre_vote=True),
@@ -19,7 +21,7 @@ MESSAGES = [
         (
             Entry(100, 5, RecordKind.TERM_START, b"term 5"),
             Entry(106, 5, RecordKind.DATA, b"\x00" * 300, gtid="0-1-7", continued=True),
-            Entry(406, 5, RecordKind.CONFIG, b"{}"),
+            Entry(406, 5, RecordKind.CONFIG, CONFIG),
         ),
         rebuild_to=408,
     ),
