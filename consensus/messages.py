@@ -86,6 +86,7 @@ class AppendResponse:
     hint_term: int = 0
     last_lsn: int = 0
     term_history: tuple[TermStart, ...] = ()  # failure: lets the leader find the divergence
+    rebuilding: bool = False  # the follower started empty and does not hold the history yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ class HeartbeatResponse:
     term: int
     node_id: str
     flush_lsn: int
+    rebuilding: bool = False  # see AppendResponse
 
 
 @dataclass(frozen=True, slots=True)

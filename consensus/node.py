@@ -109,6 +109,7 @@ class Progress:
     recent_active: bool = False
     sent_commit: int = 0  # the commit LSN this follower was last told
     stalled_heartbeats: int = 0  # heartbeat replies without progress while appends are in flight
+    rebuilding: bool = False  # the follower says it does not hold the history yet
 
     def free_to(self, lsn: int) -> None:
         while self.inflight and self.inflight[0][0] <= lsn:
@@ -257,8 +258,10 @@ class Node:
             if member != self.id and (
                 progress is None
                 or progress.state is not ProgressState.REPLICATE
+                or progress.rebuilding
                 or self.log.last_lsn() - progress.match_lsn > self.config.max_inflight_bytes
             ):
+                # (A learner still rebuilding would vote for nobody once promoted.)
                 raise ConfigChangeError(f"{member} has not caught up yet; promote it later")
         new = Membership(
             old.generation + 1, membership.voters, membership.learners, membership.addresses
@@ -302,6 +305,7 @@ class Node:
                     True,
                     flush_lsn=self._ackable(),
                     last_lsn=self.leader_match_lsn,
+                    rebuilding=self.rebuilding,
                 ),
             )
 
@@ -627,7 +631,8 @@ class Node:
         self._send(
             self.leader,
             AppendResponse(
-                self.term, self.id, True, flush_lsn=self._ackable(), last_lsn=self.leader_match_lsn
+                self.term, self.id, True, flush_lsn=self._ackable(), last_lsn=self.leader_match_lsn,
+                rebuilding=self.rebuilding,
             ),
         )
 
@@ -644,6 +649,7 @@ class Node:
                 hint_term=term or 0,
                 last_lsn=self.log.last_lsn(),
                 term_history=history,
+                rebuilding=self.rebuilding,
             ),
         )
 
@@ -659,7 +665,8 @@ class Node:
         self._reached_by_leader(msg.term, msg.rebuild_to)
         self._advance_follower_commit(min(msg.commit_lsn, self.leader_match_lsn))
         if not msg.commit_only:
-            self._send(msg.leader_id, HeartbeatResponse(self.term, self.id, self._ackable()))
+            self._send(msg.leader_id, HeartbeatResponse(self.term, self.id, self._ackable(),
+                                                        self.rebuilding))
 
     def _become_follower_of(self, leader: str) -> None:
         if self.role is not Role.FOLLOWER or self.leader != leader:
@@ -774,6 +781,7 @@ class Node:
         if progress is None:
             return
         progress.recent_active = True
+        progress.rebuilding = msg.rebuilding
         if msg.success:
             if msg.flush_lsn > progress.match_lsn:
                 progress.match_lsn = msg.flush_lsn
@@ -825,6 +833,7 @@ class Node:
         if progress is None:
             return
         progress.recent_active = True
+        progress.rebuilding = msg.rebuilding
         if msg.flush_lsn > progress.match_lsn:
             progress.match_lsn = msg.flush_lsn
             progress.stalled_heartbeats = 0

@@ -126,6 +126,7 @@ class WalStore:
         self._pending: list[_Pending] = []  # appended, not yet handed to a writer
         self._mem: list[Entry] = []  # every record above flush_lsn, in order
         self._sync_round: _SyncRound | None = None
+        self._writing: set[Path] = set()  # segments with a write handle open (writer side)
         self._control_lock = threading.Lock()  # the control file is written from threads too
         self._closed = False
 
@@ -163,6 +164,16 @@ class WalStore:
             for name in names
             if (first := parse_segment_name(name)) is not None
         ]
+        # Empty segment files at the end hold no records: a batch that created them failed
+        # (full disk, EIO) and the process died before retrying. They are dropped, or the
+        # next segment's name would look like missing history (found by the simulator).
+        while len(segments) > 1 and not self.fs.read_file(segments[-1].path):
+            empty = segments.pop()
+            if repair:
+                log.warning("%s: removing an empty segment file left by a failed write",
+                            empty.path)
+                self.fs.unlink(empty.path)
+                self.fs.sync_dir(self.path)
         # The term history of records below the first segment (removed) comes from control.
         first_lsn = segments[0].first_lsn if segments else 0
         self._term_changes = [(t, s) for t, s in self.control.term_history if s < first_lsn]
@@ -210,6 +221,18 @@ class WalStore:
                 )
         self._segments = segments
         self._firsts = [s.first_lsn for s in segments]
+        if repair and segments:
+            # After a process crash (kill -9, not a power loss) the files may hold bytes the
+            # page cache has and the disk does not: written, never fsynced. They are
+            # reported durable below, so make them so first (cheap for clean files).
+            try:
+                for segment in segments:
+                    self.fs.datasync(segment.path)
+                    if segment is not segments[-1]:
+                        self.fs.release(segment.path, writer_only=True)
+                self.fs.sync_dir(self.path)
+            except OSError as exc:
+                raise FsyncFailed(f"{self.path}: syncing the WAL at open failed: {exc}") from exc
         self._end_lsn = self._flush_lsn = segments[-1].end_lsn if segments else 0
         if self.control.commit_lsn > self._end_lsn:
             raise CorruptionError(
@@ -372,17 +395,20 @@ class WalStore:
             # Cut what this batch wrote, so no half record is left that could look valid
             # later; the batch stays pending and the next sync retries it.
             for segment, offset in touched:
-                try:
-                    fs.truncate(segment.path, offset)
+                try:  # (on this thread: the event loop's read handles stay open)
+                    fs.truncate(segment.path, offset, writer_only=True)
                 except OSError:
                     pass
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFullError(f"{self.path}: disk full: {exc.strerror}") from exc
             raise FsyncFailed(f"{self.path}: writing or syncing the WAL failed: {exc}; the "
                               "agent must restart to recover from what the disk holds") from exc
-        # Older segments are sealed once written: keep only the active segment's file open.
-        for write in batch.writes[:-1]:
-            fs.release(write.segment.path, writer_only=True)
+        # Older segments are sealed once written: keep only the active segment's file open
+        # for writing (a segment that filled up in an earlier batch is released now).
+        active = batch.writes[-1].segment.path if batch.writes else None
+        for path in (self._writing | {w.segment.path for w in batch.writes}) - {active}:
+            fs.release(path, writer_only=True)
+        self._writing = {active} if active is not None else set()
 
     def _finish_batch(self, batch: _Batch) -> None:
         for write in batch.writes:

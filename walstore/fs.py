@@ -15,6 +15,7 @@ Durability contract (what a crash may do, and what the store relies on):
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Sequence
@@ -45,8 +46,9 @@ class FileSystem(Protocol):
     def datasync(self, path: Path) -> None:
         """Make the file's content durable (fdatasync). Raises OSError (EIO)."""
 
-    def truncate(self, path: Path, size: int) -> None:
-        """Cut the file to SIZE bytes, durably."""
+    def truncate(self, path: Path, size: int, *, writer_only: bool = False) -> None:
+        """Cut the file to SIZE bytes, durably. WRITER_ONLY: called from the writing thread,
+        which must leave the readers' cached handles alone."""
 
     def unlink(self, path: Path) -> None:
         """Remove the file if it exists (durable after `sync_dir`)."""
@@ -117,6 +119,8 @@ class OsFileSystem:
                 view = memoryview(b"".join(chunk))[written:]
                 while view:
                     more = os.pwrite(fd, view, offset + written)
+                    if more == 0:  # no progress: the disk is full
+                        raise OSError(errno.ENOSPC, "short write made no progress")
                     view = view[more:]
                     written += more
             offset += total
@@ -125,8 +129,8 @@ class OsFileSystem:
     def datasync(self, path: Path) -> None:
         os.fdatasync(self._writer(path))
 
-    def truncate(self, path: Path, size: int) -> None:
-        self.release(path)
+    def truncate(self, path: Path, size: int, *, writer_only: bool = False) -> None:
+        self.release(path, writer_only=writer_only)
         fd = os.open(path, os.O_WRONLY)
         try:
             os.ftruncate(fd, size)

@@ -160,6 +160,7 @@ class NodeDriver(Generic[P]):
             and member in core.membership.voters
             and progress is not None
             and progress.state is consensus.ProgressState.REPLICATE
+            and not progress.rebuilding
             and core.log.last_lsn() - progress.match_lsn <= core.config.max_batch_bytes
         )
 

@@ -113,7 +113,7 @@ class TermStart(_message.Message):
     def __init__(self, term: _Optional[int] = ..., start_lsn: _Optional[int] = ...) -> None: ...
 
 class AppendResponse(_message.Message):
-    __slots__ = ("term", "node_id", "success", "flush_lsn", "hint_lsn", "hint_term", "last_lsn", "term_history")
+    __slots__ = ("term", "node_id", "success", "flush_lsn", "hint_lsn", "hint_term", "last_lsn", "term_history", "rebuilding")
     TERM_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class AppendResponse(_message.Message):
     HINT_TERM_FIELD_NUMBER: _ClassVar[int]
     LAST_LSN_FIELD_NUMBER: _ClassVar[int]
     TERM_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    REBUILDING_FIELD_NUMBER: _ClassVar[int]
     term: int
     node_id: str
     success: bool
@@ -130,7 +131,8 @@ class AppendResponse(_message.Message):
     hint_term: int
     last_lsn: int
     term_history: _containers.RepeatedCompositeFieldContainer[TermStart]
-    def __init__(self, term: _Optional[int] = ..., node_id: _Optional[str] = ..., success: _Optional[bool] = ..., flush_lsn: _Optional[int] = ..., hint_lsn: _Optional[int] = ..., hint_term: _Optional[int] = ..., last_lsn: _Optional[int] = ..., term_history: _Optional[_Iterable[_Union[TermStart, _Mapping]]] = ...) -> None: ...
+    rebuilding: bool
+    def __init__(self, term: _Optional[int] = ..., node_id: _Optional[str] = ..., success: _Optional[bool] = ..., flush_lsn: _Optional[int] = ..., hint_lsn: _Optional[int] = ..., hint_term: _Optional[int] = ..., last_lsn: _Optional[int] = ..., term_history: _Optional[_Iterable[_Union[TermStart, _Mapping]]] = ..., rebuilding: _Optional[bool] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("term", "leader_id", "commit_lsn", "commit_only", "rebuild_to")
@@ -147,14 +149,16 @@ class Heartbeat(_message.Message):
     def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[str] = ..., commit_lsn: _Optional[int] = ..., commit_only: _Optional[bool] = ..., rebuild_to: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("term", "node_id", "flush_lsn")
+    __slots__ = ("term", "node_id", "flush_lsn", "rebuilding")
     TERM_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     FLUSH_LSN_FIELD_NUMBER: _ClassVar[int]
+    REBUILDING_FIELD_NUMBER: _ClassVar[int]
     term: int
     node_id: str
     flush_lsn: int
-    def __init__(self, term: _Optional[int] = ..., node_id: _Optional[str] = ..., flush_lsn: _Optional[int] = ...) -> None: ...
+    rebuilding: bool
+    def __init__(self, term: _Optional[int] = ..., node_id: _Optional[str] = ..., flush_lsn: _Optional[int] = ..., rebuilding: _Optional[bool] = ...) -> None: ...
 
 class TimeoutNow(_message.Message):
     __slots__ = ("term", "leader_id")

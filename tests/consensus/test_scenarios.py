@@ -399,3 +399,27 @@ def test_an_ack_queued_before_a_truncation_in_the_same_batch_is_not_sent() -> No
               if isinstance(m, consensus.HeartbeatResponse | consensus.AppendResponse)
               and getattr(m, "success", True)]
     assert all(lsn <= 50 for lsn in claims), claims
+
+
+def test_a_learner_still_rebuilding_is_not_promoted() -> None:
+    """A learner that started empty says so in its answers; until it holds what the leader
+    held when it first reached it, promoting it would add a voter that votes for nobody
+    (found by review: a promoted learner still rebuilding deadlocked the next election)."""
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    leader = net.nodes["a"]
+    net.add("d", Membership(2, frozenset("abc"), frozenset({"d"})))
+    assert net.nodes["d"].rebuilding
+    leader.propose_membership(Membership(0, frozenset("abc"), frozenset({"d"})))
+    net.isolate("d")  # it heard nothing yet
+    net.tick(3)
+    leader.progress["d"].state = consensus.ProgressState.REPLICATE
+    leader.progress["d"].rebuilding = True  # what d's answers say while it rebuilds
+    with pytest.raises(consensus.ConfigChangeError, match="not caught up"):
+        leader.propose_membership(Membership(0, frozenset("abcd")))
+    net.heal()
+    net.tick(20)  # d is reached, catches up, and stops rebuilding; its answers say so
+    assert not net.nodes["d"].rebuilding and not leader.progress["d"].rebuilding
+    leader.propose_membership(Membership(0, frozenset("abcd")))
+    net.tick(5)
+    assert leader.membership.voters == {"a", "b", "c", "d"}

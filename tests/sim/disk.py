@@ -183,7 +183,7 @@ class SimDisk:
         file.unsynced = []
         self.version += 1
 
-    def truncate(self, path: Path, size: int) -> None:
+    def truncate(self, path: Path, size: int, *, writer_only: bool = False) -> None:
         file = self.files.get(path)
         if file is None:
             raise FileNotFoundError(str(path))

@@ -162,6 +162,7 @@ class Counters:
     full_periods: int = 0
     truncations: int = 0
     beyond_tolerance: int = 0  # runs that ended with too few voters holding history
+    process_crashes: int = 0  # crashes of the process only (the page cache survives)
 
 
 class Simulation:
@@ -247,6 +248,11 @@ class Simulation:
         try:
             store = walstore.WalStore.open(WAL, fs=node.disk, segment_size=SEGMENT_SIZE,
                                            max_record_size=MAX_RECORD)
+        except walstore.FsyncFailed:
+            self.counters.fatal_io += 1
+            node.disk.crash()
+            self.schedule(self.rng.randrange(50, 600), "restart", node_id)
+            return
         except walstore.WalError as exc:
             self.fail(SafetyViolation, f"{node_id}'s WAL does not open after a crash: {exc}")
         except SimCrash:
@@ -267,12 +273,19 @@ class Simulation:
         self.schedule(self.rng.randrange(1, TICK_EVERY + 1), "tick", (node_id, node.incarnation))
 
     def _crash(self, node_id: str, why: str) -> None:
+        """The node dies: a machine crash (unsynced writes kept, torn or dropped) or, as
+        often, only its process (kill -9: the page cache keeps every write, synced or not,
+        and a restart must not take unsynced bytes for durable ones)."""
         node = self.nodes[node_id]
-        node.disk.crash()
+        machine = self.rng.random() < 0.5
+        if machine:
+            node.disk.crash()
+        else:
+            self.counters.process_crashes += 1
         node.store = node.driver = None
         self.up.discard(node_id)
         self.counters.crashes += 1
-        self.log(f"CRASH {node_id} ({why})")
+        self.log(f"CRASH {node_id} ({why}{'' if machine else '; process only'})")
         if not node.removed:
             self.schedule(self.rng.randrange(50, 600), "restart", node_id)
 
@@ -367,7 +380,7 @@ class Simulation:
             self._on_tick(node)
 
     def _send(self, src: str, dst: str, msg: Any) -> None:
-        self._check_persisted(src, msg)
+        self._check_persisted(src, dst, msg)
         self._check_ack(src, msg)
         if not self.faults:
             self.schedule(self.rng.randint(1, 3), "deliver", (src, dst, msg))
@@ -503,7 +516,7 @@ class Simulation:
                           f"{msg.term}, but its disk holds "
                           f"{'no record ending there' if lsn not in durable else durable[lsn]}")
 
-    def _check_persisted(self, node_id: str, msg: Any) -> None:
+    def _check_persisted(self, node_id: str, dst: str, msg: Any) -> None:
         """Term and vote reach the control file before any message that depends on them."""
         if isinstance(msg, consensus.VoteRequest | consensus.VoteResponse) and msg.pre_vote:
             return  # a pre-vote carries a term nobody has entered yet
@@ -512,10 +525,11 @@ class Simulation:
         if term < msg.term:
             self.fail(SafetyViolation, f"{node_id} sent {type(msg).__name__} of term "
                       f"{msg.term} with term {term} in its durable control file")
-        if isinstance(msg, consensus.VoteResponse) and msg.granted:
-            if control is None or control.vote is None:
-                self.fail(SafetyViolation, f"{node_id} granted a vote in term {msg.term} "
-                          "before its durable control file recorded it")
+        if isinstance(msg, consensus.VoteResponse) and msg.granted and term == msg.term and (
+                control is None or control.vote != dst):
+            # (A durable later term is fine: the node can never vote in this term again.)
+            self.fail(SafetyViolation, f"{node_id} granted {dst} a vote in term {msg.term} "
+                      "before its durable control file recorded it")
 
     def _observe_commit(self, node_id: str) -> None:
         node = self.nodes[node_id]

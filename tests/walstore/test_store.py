@@ -286,3 +286,20 @@ def test_a_failed_fsync_is_fatal_and_reports_nothing_durable(tmp_path: Path) -> 
     with WalStore.open(tmp_path) as reopened:  # what a restart finds: the synced records
         assert reopened.end_lsn == first
         assert [r.payload for r in reopened.read(0)] == [b"a" * 100]
+
+
+def test_empty_segment_files_left_by_a_failed_batch_are_dropped_at_open(
+        tmp_path: Path) -> None:
+    """A batch that created new segment files and failed (ENOSPC, EIO) is cut back to
+    nothing; if the process dies before the retry, the empty files remain. Their names
+    must not read as missing history at the next open (found by the simulator)."""
+    with WalStore.open(tmp_path, segment_size=200) as store:
+        for i in range(5):
+            store.append(1, bytes([i]) * 100)
+        end = store.flush()
+    for first in (end, end + 150):  # what the failed batch had created
+        (tmp_path / f"{first:016x}.seg").write_bytes(b"")
+    with WalStore.open(tmp_path, segment_size=200) as store:
+        assert store.end_lsn == end
+        assert len(list(store.read(0))) == 5
+    assert not (tmp_path / f"{end:016x}.seg").exists()
