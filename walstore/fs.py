@@ -153,7 +153,12 @@ class OsFileSystem:
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # a short write (a full disk) must not leave a half file behind
+                written = os.write(fd, view)
+                if written == 0:
+                    raise OSError(errno.ENOSPC, "short write made no progress")
+                view = view[written:]
             os.fsync(fd)
         finally:
             os.close(fd)

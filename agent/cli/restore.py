@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 import pymysql
 
@@ -15,6 +18,19 @@ from agent.binlog.writer import BinlogWriterError
 from agent.config import ConfigError, load_config
 from agent.restore.fetch import RestoreError, parse_time, restore
 from agent.restore.replay import TargetServer, replay_into
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(f"binkeeper restore: stopped by {signal.Signals(signum).name}; "
+                     "nothing was left behind")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -41,17 +57,29 @@ def main(args: argparse.Namespace) -> int:
     except RestoreError as exc:
         print(f"binkeeper restore: {exc}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="binkeeper-restore-") as scratch:
-        out = Path(args.out) if args.out else Path(scratch) / "binlogs"
-        if out.exists() and any(out.iterdir()):
-            print(f"binkeeper restore: {out} is not empty", file=sys.stderr)
-            return 2
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"binkeeper restore: {out} is not an empty directory", file=sys.stderr)
+        return 2
+    # Files are written into a scratch directory beside OUT (same file system) and moved
+    # into place only once the restore is complete: an interrupted restore — an error,
+    # Ctrl-C or SIGTERM — leaves no partial history that could pass for a whole one.
+    signal.signal(signal.SIGTERM, _stop)
+    parent = out.parent if out is not None else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".binkeeper-restore-", dir=parent) as scratch:
+        work = Path(scratch) / "binlogs"
         try:
-            files, last = restore(host, port, user or "repl", password or "", out,
+            files, last = restore(host, port, user or "repl", password or "", work,
                                   timeline=args.timeline, to_gtid=args.to_gtid,
                                   to_time=to_time)
             if target is not None:
                 replay_into(files, target)
+            elif out is not None:
+                os.replace(work, out)  # atomic: OUT is absent or an empty directory
+                _fsync_dir(out.parent)
+                files = [out / path.name for path in files]
         except (RestoreError, BinlogWriterError) as exc:
             print(f"binkeeper restore: {exc}", file=sys.stderr)
             return 1

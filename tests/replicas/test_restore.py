@@ -97,4 +97,6 @@ async def test_restore_to_gtid_and_to_time(tmp_path: Path) -> None:
         # A GTID the timeline never had: a clear error, nothing claimed.
         result = run_restore(port, tmp_path / "restore-missing", "--to-gtid", "0-1-99999")
         assert result.returncode == 1 and "not in the committed history" in result.stderr
-        assert not any((tmp_path / "restore-missing").iterdir())
+        # ... and nothing half-written: the files are moved into place only when complete
+        assert not (tmp_path / "restore-missing").exists()
+        assert not list(tmp_path.glob(".binkeeper-restore-*"))
