@@ -7,6 +7,7 @@ the offending key (dotted path, e.g. `peers[1].addr`), so an operator sees at on
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import tomllib
 import zlib
@@ -69,6 +70,19 @@ class ConsensusConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """Who may use the admin API: holders of tokens signed with this secret (HS256 JWTs
+    with a `scope` of `read` or `admin`; docs/security.md). None: no tokens are checked,
+    which is allowed only on a loopback listener."""
+
+    jwt_secret: bytes | None = None
+    jwt_secret_file: Path | None = None
+
+
+MIN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
 class Config:
     node_id: str
     data_dir: Path
@@ -84,6 +98,7 @@ class Config:
     mariadb: MariaDBConfig = field(default_factory=MariaDBConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     @property
     def timeline_id(self) -> str:
@@ -235,13 +250,37 @@ def parse_config(data: dict[str, Any]) -> Config:
         if consensus.heartbeat_ticks >= consensus.election_ticks:
             raise ConfigError("consensus.heartbeat_ticks: must be below consensus.election_ticks")
 
+    admin = AdminConfig()
+    if "admin" in table:
+        adm = dict(_take(table, "admin", "", dict))
+        secret_file = _take(adm, "jwt_secret_file", "admin.", str, None)
+        _no_leftovers(adm, "admin.")
+        if secret_file is not None:
+            admin = AdminConfig(_read_secret(Path(secret_file)), Path(secret_file))
+
+    listen_mysql = _address(listen_mysql_text, "listen_mysql") if listen_mysql_text else None
+    listen_http = _address(listen_http_text, "listen_http") if listen_http_text else None
+    # Nothing unauthenticated beyond loopback (DESIGN invariant 10).
+    if listen_http is not None and not is_loopback(listen_http) and admin.jwt_secret is None:
+        raise ConfigError(f"listen_http: {listen_http} is not a loopback address, and the "
+                          "admin API would take requests from anyone: set "
+                          "[admin].jwt_secret_file")
+    if (listen_mysql is not None and not is_loopback(listen_mysql)
+            and not replication.password):
+        raise ConfigError(f"listen_mysql: {listen_mysql} is not a loopback address, and "
+                          "[replication].password is empty: set it")
+    if not is_loopback(listen_peer):
+        raise ConfigError(f"listen_peer: {listen_peer} is not a loopback address; peers on "
+                          "other machines need mutual TLS, which this version does not have "
+                          "yet (docs/security.md)")
+
     _no_leftovers(table, "")
     return Config(
         node_id=node_id,
         data_dir=data_dir,
         listen_peer=listen_peer,
-        listen_mysql=_address(listen_mysql_text, "listen_mysql") if listen_mysql_text else None,
-        listen_http=_address(listen_http_text, "listen_http") if listen_http_text else None,
+        listen_mysql=listen_mysql,
+        listen_http=listen_http,
         cluster_id=cluster_id,
         join=join,
         preferred_leader=preferred_leader,
@@ -249,7 +288,28 @@ def parse_config(data: dict[str, Any]) -> Config:
         mariadb=mariadb,
         replication=replication,
         consensus=consensus,
+        admin=admin,
     )
+
+
+def is_loopback(address: Address) -> bool:
+    if address.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"admin.jwt_secret_file: cannot read {path}: {exc}") from exc
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"admin.jwt_secret_file: {path} holds {len(secret)} bytes; use at "
+                          f"least {MIN_SECRET_BYTES} random ones (e.g. openssl rand -hex 32)")
+    return secret
 
 
 def derived_server_id(node_id: str) -> int:

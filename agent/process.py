@@ -24,6 +24,7 @@ from agent.node.handle import TimelineHandle
 from agent.node.loop import TimelineNode
 from agent.node.transport import PeerTransport
 from agent.ops.admin import admin_routes
+from agent.ops.auth import TokenAuth
 from agent.ops.http_api import make_app, serve_http
 from agent.ops.loop_health import LoopHealth
 from agent.serving.server import ReplicationServer
@@ -92,7 +93,8 @@ class Agent:
                 await nursery.start(self.node.run)
                 await nursery.start(self.transport.run)
                 if config.listen_http is not None:
-                    app = make_app(self.status, admin_routes(self._lookup) + self.extra_routes())
+                    app = make_app(self.status, admin_routes(self._lookup) + self.extra_routes(),
+                                   TokenAuth(config.admin.jwt_secret))
                     await nursery.start(serve_http, app, config.listen_http)
                 if config.preferred_leader and config.preferred_leader != config.node_id:
                     nursery.start_soon(self._prefer_leader, config.preferred_leader)

@@ -45,7 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="the cluster as this agent sees it")
     status.add_argument("--url", default="http://127.0.0.1:7676", help="the agent's admin API")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.add_argument("--token", default=None,
+                        help="a bearer token for the admin API (default: $BINKEEPER_TOKEN)")
     status.set_defaults(handler=_lazy("agent.cli.status:main"))
+
+    token = sub.add_parser("token", help="a bearer token for an agent's admin API")
+    token.add_argument("--config", required=True, help="the agent's TOML config file")
+    token.add_argument("--scope", choices=["read", "admin"], default="read")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument("--subject", default="operator", help="who it is for (logged)")
+    token.set_defaults(handler=_lazy("agent.cli.token:main"))
 
     restore = sub.add_parser(
         "restore", help="committed history up to a GTID or a time, as binlog files")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
 
-def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    with urllib.request.urlopen(url.rstrip("/") + "/v1/status", timeout=timeout) as response:
+def fetch_status(url: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(url.rstrip("/") + "/v1/status")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         data: dict[str, Any] = json.load(response)
     return data
 
@@ -37,7 +41,11 @@ def render(status: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        status = fetch_status(args.url)
+        status = fetch_status(args.url, token=args.token or os.environ.get("BINKEEPER_TOKEN"))
+    except urllib.error.HTTPError as exc:
+        print(f"binkeeper status: {args.url} refused: {exc.code} {exc.read().decode()}",
+              file=sys.stderr)
+        return 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"binkeeper status: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1

@@ -19,22 +19,30 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from agent.config import Address
+from agent.ops.auth import TokenAuth
 
 StatusProvider = Callable[[], dict[str, Any]]
 
 
-def make_app(status: StatusProvider, extra_routes: list[Route] | None = None) -> Starlette:
+def make_app(status: StatusProvider, extra_routes: list[Route] | None = None,
+             auth: TokenAuth | None = None) -> Starlette:
+    """/healthz is open; every other route is behind AUTH's token check (when it has a
+    secret): GET needs a "read" token, anything else an "admin" one."""
+    guard = auth.guard if auth is not None else (lambda endpoint: endpoint)
+
     async def healthz(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok\n")
 
     async def v1_status(_request: Request) -> JSONResponse:
         return JSONResponse(status())
 
+    guarded = [Route(route.path, guard(route.endpoint), methods=sorted(route.methods or []))
+               for route in (extra_routes or [])]
     return Starlette(
         routes=[
             Route("/healthz", healthz),
-            Route("/v1/status", v1_status),
-            *(extra_routes or []),
+            Route("/v1/status", guard(v1_status)),
+            *guarded,
         ]
     )
 
