@@ -752,7 +752,10 @@ class Node:
                     return
             entries: tuple[Entry, ...] = ()
             commit = min(self.commit_lsn, progress.match_lsn)
-            if progress.next_lsn < log.last_lsn():
+            # A probe to a follower that has not answered lately carries no records: a dead
+            # peer would otherwise be sent a full batch with every heartbeat.
+            silent = progress.state is ProgressState.PROBE and not progress.recent_active
+            if progress.next_lsn < log.last_lsn() and not silent:
                 entries = tuple(log.entries(progress.next_lsn, self.config.max_batch_bytes))
             elif progress.state is ProgressState.REPLICATE:
                 if commit > progress.sent_commit:  # nothing new but the commit LSN

@@ -35,6 +35,13 @@ from agent.wire import peer_pb2 as pb
 log = logging.getLogger("binkeeper.peers")
 
 QUEUE_MESSAGES = 4096
+# Bytes of record payload queued for one peer: a little more than the core keeps in flight
+# (max_inflight_bytes), so a live follower never loses an append to it, and a dead one
+# never makes the leader buffer without bound (DESIGN invariant 6).
+QUEUE_BYTES = 16 << 20
+# A peer that takes no bytes for this long is cut off and dialled again: its queue stays
+# bounded, and the core retransmits once it is back.
+WRITE_DEADLINE = 10.0
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 HANDSHAKE_TIMEOUT = 5.0
@@ -51,6 +58,7 @@ class PeerLink:
     conn: wire.PeerConnection | None = None  # the current connection's protocol state
     connected: bool = False
     dropped: int = 0
+    queued_bytes: int = 0  # estimated bytes of the items waiting in the channel
     sent: int = 0
     sent_direct: int = 0  # of which written by the caller, without the sending task
     last_error: str | None = None
@@ -61,6 +69,14 @@ class PeerLink:
 
     def idle(self) -> bool:
         return self.direct is not None and not self.busy
+
+
+def _size(item: Any) -> int:
+    """What an item queued for a peer costs: its record payloads, plus a little."""
+    if isinstance(item, _Unsent):
+        return len(item.data)
+    entries = getattr(item, "entries", ())
+    return 64 + sum(len(entry.payload) for entry in entries)
 
 
 @dataclass(frozen=True)
@@ -113,11 +129,17 @@ class PeerTransport:
                 link.sent_direct += 1
                 return
             item = _Unsent(frame[written:])
+        size = _size(item)
+        if link.queued_bytes + size > QUEUE_BYTES and not isinstance(item, _Unsent):
+            link.dropped += 1  # the core retransmits what a live peer did not get
+            return
         link.busy = True
         try:
             link.send_channel.send_nowait(item)
         except trio.WouldBlock:
             link.dropped += 1
+            return
+        link.queued_bytes += size
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listen = self.config.listen_peer
@@ -217,6 +239,7 @@ class PeerTransport:
                 nursery.start_soon(_watch_close, stream, nursery.cancel_scope)
                 while True:
                     item = await link.receive_channel.receive()
+                    link.queued_bytes -= _size(item)
                     batch = [_encoded(conn, item)]
                     size = len(batch[0])
                     # Coalesce queued messages into one write, but not so many that encoding
@@ -226,9 +249,11 @@ class PeerTransport:
                             item = link.receive_channel.receive_nowait()
                         except trio.WouldBlock:
                             break
+                        link.queued_bytes -= _size(item)
                         batch.append(_encoded(conn, item))
                         size += len(batch[-1])
-                    await stream.send_all(b"".join(batch))
+                    with trio.fail_after(WRITE_DEADLINE):
+                        await stream.send_all(b"".join(batch))
                     link.sent += len(batch)
                     if link.receive_channel.statistics().current_buffer_used == 0:
                         link.busy = False  # all written: the caller may write directly again
@@ -244,9 +269,11 @@ class PeerTransport:
                     queued.append(link.receive_channel.receive_nowait())
                 except trio.WouldBlock:
                     break
+            link.queued_bytes = 0
             for item in queued:
                 if not isinstance(item, _Unsent):
                     link.send_channel.send_nowait(item)
+                    link.queued_bytes += _size(item)
             link.busy = link.send_channel.statistics().current_buffer_used > 0
 
     # ---- inbound --------------------------------------------------------------------------
@@ -314,6 +341,7 @@ class PeerTransport:
                 "sent": link.sent,
                 "sent_direct": link.sent_direct,
                 "dropped": link.dropped,
+                "queued_bytes": link.queued_bytes,
                 "last_error": link.last_error,
             }
             for link in self.links.values()

@@ -10,7 +10,7 @@ import trio
 
 import consensus
 from agent.config import parse_config
-from agent.node.transport import PeerTransport
+from agent.node.transport import QUEUE_BYTES, PeerTransport
 from tests.support.cluster import free_port
 
 RECORD = 1 << 20
@@ -38,7 +38,7 @@ async def test_direct_writes_and_unsent_ends_arrive_whole_and_in_order() -> None
     received: list[consensus.AppendRequest] = []
     sender = PeerTransport(config("a1", ports), lambda msg: None)  # type: ignore[arg-type]
     receiver = PeerTransport(config("a2", ports), received.append)  # type: ignore[arg-type]
-    count = 24  # 24 MiB sent without yielding: far more than a socket buffer holds
+    count = 12  # 12 MiB sent without yielding: far more than a socket buffer holds
     async with trio.open_nursery() as nursery:
         await nursery.start(receiver.run)
         await nursery.start(sender.run)
@@ -65,3 +65,16 @@ async def test_direct_writes_and_unsent_ends_arrive_whole_and_in_order() -> None
     # then would have cut into the middle of a frame).
     assert link.sent_direct == 1
     assert idle_after
+
+
+async def test_a_peer_that_takes_nothing_never_makes_the_queue_grow_past_its_bound() -> None:
+    """Queues are bounded in bytes, not messages: what does not fit is dropped and counted
+    (the core retransmits to a live peer), so a dead one cannot bloat the leader."""
+    ports = {"a1": free_port(), "a2": free_port()}  # nobody listens on a2's port
+    sender = PeerTransport(config("a1", ports), lambda msg: None)  # type: ignore[arg-type]
+    link = sender.links["a2"]
+    for index in range(40):
+        sender.send("a2", append(index))  # 1 MiB each
+    assert link.queued_bytes <= QUEUE_BYTES
+    kept = link.send_channel.statistics().current_buffer_used
+    assert kept == QUEUE_BYTES // (RECORD + 64) and link.dropped == 40 - kept
