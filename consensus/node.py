@@ -425,7 +425,12 @@ class Node:
         return HardState(self.term, self.vote, self.commit_lsn, self.rebuilding)
 
     def _promotable(self) -> bool:
-        return self.id in self.membership.voters
+        # A voter whose own removal is not committed yet still stands for election (Raft
+        # dissertation 4.2.2): its log may be the one the others need (found by the
+        # simulator: a leader removed itself, lost its majority before the removal
+        # committed, and its log was the longest — nobody else could win).
+        return self.id in self.membership.voters or any(
+            self.id in previous.voters for _end, previous in self._config_log)
 
     def _reset_election_timer(self) -> None:
         self.election_elapsed = 0
@@ -525,7 +530,11 @@ class Node:
 
     def _on_vote_request(self, msg: VoteRequest) -> None:
         if self.rebuilding:
-            if msg.last_lsn == 0 and msg.last_log_term == 0:
+            # Evidence that a peer is new: a pre-vote for term 1 (its own term is still 0:
+            # it has never voted or heard of an election) with an empty log. An empty log
+            # alone is not enough: a peer may have voted in a term whose leader never
+            # reached it (found by the simulator: two leaders in one term after a disk loss).
+            if msg.pre_vote and msg.term == 1 and msg.last_lsn == 0 and msg.last_log_term == 0:
                 self._seen_empty.add(msg.candidate_id)
             self._note_rebuilt()
         if self.rebuilding:

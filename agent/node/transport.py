@@ -27,6 +27,7 @@ from typing import Any
 
 import trio
 
+import consensus
 from agent import wire
 from agent.config import Address, Config, ConfigError, parse_address
 from agent.node import translate
@@ -112,6 +113,11 @@ class PeerTransport:
             log.warning("no link to %s; message dropped", dst)
             return
         item: Any = msg
+        if isinstance(msg, consensus.VoteRequest | consensus.VoteResponse) and not link.connected:
+            # A vote is worth sending only now: queued for a peer that is away, it would
+            # arrive stale (an old "I am empty" pre-vote could mislead a rebuilding node).
+            link.dropped += 1
+            return
         if link.idle() and link.conn is not None and link.direct is not None:
             frame = link.conn.send(translate.to_envelope(msg))
             try:
@@ -271,7 +277,7 @@ class PeerTransport:
                     break
             link.queued_bytes = 0
             for item in queued:
-                if not isinstance(item, _Unsent):
+                if not isinstance(item, _Unsent | consensus.VoteRequest | consensus.VoteResponse):
                     link.send_channel.send_nowait(item)
                     link.queued_bytes += _size(item)
             link.busy = link.send_channel.statistics().current_buffer_used > 0
