@@ -423,3 +423,19 @@ def test_a_learner_still_rebuilding_is_not_promoted() -> None:
     leader.propose_membership(Membership(0, frozenset("abcd")))
     net.tick(5)
     assert leader.membership.voters == {"a", "b", "c", "d"}
+
+
+def test_only_a_term_0_peer_counts_as_new() -> None:
+    """Found by the sweep: a peer with an empty log may still have voted (in a term whose
+    leader never reached it). A node rebuilding from a lost disk takes a peer for new only
+    from a pre-vote for term 1 — the peer's own term still 0 — or it could vote twice in
+    one term."""
+    node = Node(Config("a"), MemStorage(), HardState(), Membership(1, frozenset("abc")),
+                random.Random(3), 0)
+    assert node.rebuilding
+    for peer in "bc":  # empty logs, but terms that show they took part in elections
+        node.step(consensus.VoteRequest(7, peer, 0, 0, pre_vote=True))
+    assert node.rebuilding
+    for peer in "bc":
+        node.step(consensus.VoteRequest(1, peer, 0, 0, pre_vote=True))
+    assert not node.rebuilding

@@ -34,8 +34,13 @@ def test_seeds(chunk: int) -> None:
 # waiting forever on a follower that lost its unsynced tail (3151, 4009, 4204); an
 # acknowledgement queued before a truncation and sent after it (4499, 4974, 5376, 9840,
 # 11150); a rebuilding node's target taken from a fresh leader's lagging commit LSN
-# (2269, 5263); the after-heal marker cut by a leadership change (2382).
-SWEEP_FINDINGS = [2269, 2382, 3151, 4009, 4204, 4499, 4974, 5263, 5376, 9840, 11150]
+# (2269, 5263); the after-heal marker cut by a leadership change (2382); a node that lost
+# its disk taking empty-logged peers (which had voted) for new, and voting twice in one
+# term (18152); a leader that removed itself, lost its majority before the removal
+# committed and, holding the longest log, never stood for election again (875, in CI's
+# range too).
+SWEEP_FINDINGS = [875, 2269, 2382, 3151, 4009, 4204, 4499, 4974, 5263, 5376, 9840, 11150,
+                  18152]
 
 
 @pytest.mark.parametrize("seed", SWEEP_FINDINGS)
