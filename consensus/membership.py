@@ -70,8 +70,19 @@ class Membership:
             tuple(sorted((str(k), str(v)) for k, v in addresses.items())),
         )
 
-    def encode(self) -> bytes:
-        return json.dumps(self.as_dict()).encode()
+    def encode(self, previous: Membership | None = None) -> bytes:
+        """A CONFIG payload; PREVIOUS (the membership it replaces) travels with it, so a node
+        that restarts with the entry uncommitted in its log knows what to roll back to."""
+        raw = self.as_dict()
+        if previous is not None:
+            raw["previous"] = previous.as_dict()
+        return json.dumps(raw).encode()
+
+    @classmethod
+    def previous_of(cls, payload: bytes) -> Membership | None:
+        """The membership a CONFIG payload replaced, if it says (older payloads do not)."""
+        raw = json.loads(payload).get("previous")
+        return cls.from_dict(raw) if isinstance(raw, dict) else None
 
     @classmethod
     def decode(cls, payload: bytes) -> Membership:

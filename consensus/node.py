@@ -162,6 +162,15 @@ class Node:
         self.membership = membership
         # (end LSN, membership) of CONFIG entries not yet committed, to roll back on truncation.
         self._config_log: list[tuple[int, Membership]] = []
+        # After a restart, the changes not known to be committed are in the log's tail:
+        # what each replaced is what a truncation rolls back to (and what decides whether
+        # this node may still stand for election).
+        if self.log.last_lsn() > self.commit_lsn:
+            for entry in self.log.entries(self.commit_lsn, 1 << 62):
+                if entry.kind is RecordKind.CONFIG:
+                    previous = Membership.previous_of(entry.payload)
+                    if previous is not None:
+                        self._config_log.append((entry.end_lsn, previous))
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         self.leader_match_lsn = 0  # end of our log known to match the current leader's
@@ -266,7 +275,7 @@ class Node:
         new = Membership(
             old.generation + 1, membership.voters, membership.learners, membership.addresses
         )
-        return self.propose(new.encode(), kind=RecordKind.CONFIG)
+        return self.propose(new.encode(previous=old), kind=RecordKind.CONFIG)
 
     def transfer_leadership(self, to: str) -> None:
         if self.role is not Role.LEADER:

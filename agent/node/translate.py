@@ -157,6 +157,7 @@ def _check_entries(msg: consensus.AppendRequest) -> None:
 def _check_membership(entry: consensus.Entry, where: str) -> None:
     try:
         membership = consensus.Membership.decode(entry.payload)
+        consensus.Membership.previous_of(entry.payload)  # read again after a restart
         for member in membership.members:
             check_node_id(member, "member")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -439,3 +439,21 @@ def test_only_a_term_0_peer_counts_as_new() -> None:
     for peer in "bc":
         node.step(consensus.VoteRequest(1, peer, 0, 0, pre_vote=True))
     assert not node.rebuilding
+
+
+def test_a_restart_keeps_what_an_uncommitted_change_replaced() -> None:
+    """Found by the sweep: after a restart the core knew only the latest membership, so a
+    truncation of an uncommitted change could not roll it back, and a node whose own
+    removal was uncommitted never stood for election again. CONFIG payloads now carry the
+    membership they replace, and a restarted core reads them from its log's tail."""
+    net = Net(["a", "b", "c", "d"])
+    net.elect("a")
+    leader = net.nodes["a"]
+    net.isolate("a")
+    end = leader.propose_membership(Membership(0, frozenset("bcd")))  # never committed
+    net.stabilize()
+    restarted = Node(Config("a"), net.storages["a"], HardState(leader.term, leader.vote,
+                                                                leader.commit_lsn),
+                     leader.membership, random.Random(5), net.storages["a"].last_lsn())
+    assert "a" not in restarted.membership.voters and restarted._promotable()
+    assert restarted._config_log == [(end, Membership(1, frozenset("abcd")))]
