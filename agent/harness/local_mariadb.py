@@ -217,6 +217,17 @@ class LocalMariaDB:
             **kwargs,
         )
 
+    def execute(self, *statements: str, database: str | None = None,
+                **kwargs: Any) -> None:
+        """STATEMENTS in order on one connection (a session's own state, e.g. XA, holds)."""
+        conn = self.connect(database, **kwargs)
+        try:
+            with conn.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        finally:
+            conn.close()
+
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         conn = self.connect()
         try:

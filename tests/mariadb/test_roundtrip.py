@@ -18,16 +18,6 @@ from tests.support.cluster import Cluster, wait_tailing, wait_until
 pytestmark = pytest.mark.mariadb
 
 
-def run_statements(db: LocalMariaDB, statements: list[str]) -> None:
-    conn = db.connect()
-    try:
-        with conn.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "log_bin_compress"])
 async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
     primary = LocalMariaDB(tmp_path / "primary", log_bin_compress=compress,
@@ -41,7 +31,7 @@ async def test_roundtrip_byte_for_byte(tmp_path: Path, compress: bool) -> None:
         done = threading.Event()
 
         def write() -> None:
-            run_statements(primary, [
+            primary.execute(*[
                 "CREATE DATABASE rt",
                 "CREATE TABLE rt.t (id INT PRIMARY KEY, note VARCHAR(64), blob_ LONGBLOB,"
                 " KEY by_note (note))",

@@ -19,13 +19,7 @@ pytestmark = pytest.mark.mariadb
 
 def run(primary: LocalMariaDB, *statements: str) -> None:
     """On one connection; every statement must return (a read timeout means it hung)."""
-    conn = primary.connect("xa", read_timeout=30)
-    try:
-        with conn.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-    finally:
-        conn.close()
+    primary.execute(*statements, database="xa", read_timeout=30)
 
 
 async def test_xa_prepare_commit_and_rollback_are_acknowledged_and_replicated(
