@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.tls import TlsError, TlsFiles
+from agent.tls import check as check_tls
+
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _TIMELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -58,6 +61,7 @@ class ReplicationConfig:
     server_id: int = 0  # the server id replicas see; 0: derived from node_id
     max_connections: int = 100
     send_timeout: int = 60  # seconds a replica may take no data before it is disconnected
+    require_tls: bool = False  # refuse logins that did not start TLS (needs [tls])
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ class Config:
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    # [tls]: peers speak mutual TLS (node id from the certificate), the admin API is HTTPS,
+    # the replication port offers TLS. None: plain TCP, allowed only on loopback listeners.
+    tls: TlsFiles | None = None
 
     @property
     def timeline_id(self) -> str:
@@ -228,6 +235,7 @@ def parse_config(data: dict[str, Any]) -> Config:
             send_timeout=_positive(
                 _take(rep, "send_timeout", "replication.", int, defaults_r.send_timeout),
                 "replication.send_timeout"),
+            require_tls=_take(rep, "require_tls", "replication.", bool, False),
         )
         if not replication.user:
             raise ConfigError("replication.user: must not be empty")
@@ -258,21 +266,33 @@ def parse_config(data: dict[str, Any]) -> Config:
         if secret_file is not None:
             admin = AdminConfig(_read_secret(Path(secret_file)), Path(secret_file))
 
+    tls = _tls(table, node_id) if "tls" in table else None
+    if replication.require_tls and tls is None:
+        raise ConfigError("replication.require_tls: needs a [tls] table with the certificate "
+                          "to offer")
+
     listen_mysql = _address(listen_mysql_text, "listen_mysql") if listen_mysql_text else None
     listen_http = _address(listen_http_text, "listen_http") if listen_http_text else None
-    # Nothing unauthenticated beyond loopback (DESIGN invariant 10).
-    if listen_http is not None and not is_loopback(listen_http) and admin.jwt_secret is None:
-        raise ConfigError(f"listen_http: {listen_http} is not a loopback address, and the "
-                          "admin API would take requests from anyone: set "
-                          "[admin].jwt_secret_file")
-    if (listen_mysql is not None and not is_loopback(listen_mysql)
-            and not replication.password):
-        raise ConfigError(f"listen_mysql: {listen_mysql} is not a loopback address, and "
-                          "[replication].password is empty: set it")
-    if not is_loopback(listen_peer):
-        raise ConfigError(f"listen_peer: {listen_peer} is not a loopback address; peers on "
-                          "other machines need mutual TLS, which this version does not have "
-                          "yet (docs/security.md)")
+    # Nothing unauthenticated or in the clear beyond loopback (DESIGN invariant 10).
+    if listen_http is not None and not is_loopback(listen_http):
+        if admin.jwt_secret is None:
+            raise ConfigError(f"listen_http: {listen_http} is not a loopback address, and the "
+                              "admin API would take requests from anyone: set "
+                              "[admin].jwt_secret_file")
+        if tls is None:
+            raise ConfigError(f"listen_http: {listen_http} is not a loopback address, and "
+                              "bearer tokens would cross the network in the clear: set [tls]")
+    if listen_mysql is not None and not is_loopback(listen_mysql):
+        if not replication.password:
+            raise ConfigError(f"listen_mysql: {listen_mysql} is not a loopback address, and "
+                              "[replication].password is empty: set it")
+        if tls is None:
+            raise ConfigError(f"listen_mysql: {listen_mysql} is not a loopback address, and "
+                              "the binlog would cross the network in the clear: set [tls]")
+    if not is_loopback(listen_peer) and tls is None:
+        raise ConfigError(f"listen_peer: {listen_peer} is not a loopback address; agents on "
+                          "other machines must prove who they are: set [tls] (mutual TLS, "
+                          "docs/security.md)")
 
     _no_leftovers(table, "")
     return Config(
@@ -289,7 +309,20 @@ def parse_config(data: dict[str, Any]) -> Config:
         replication=replication,
         consensus=consensus,
         admin=admin,
+        tls=tls,
     )
+
+
+def _tls(table: dict[str, Any], node_id: str) -> TlsFiles:
+    raw = dict(_take(table, "tls", "", dict))
+    files = TlsFiles(*(Path(_take(raw, key, "tls.", str))
+                       for key in ("ca_file", "cert_file", "key_file")))
+    _no_leftovers(raw, "tls.")
+    try:
+        check_tls(files, node_id)
+    except TlsError as exc:
+        raise ConfigError(f"tls.{exc.key}: {exc}") from exc
+    return files
 
 
 def is_loopback(address: Address) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from functools import partial
 from typing import Any
 
 import trio
@@ -95,14 +96,15 @@ class Agent:
                 if config.listen_http is not None:
                     app = make_app(self.status, admin_routes(self._lookup) + self.extra_routes(),
                                    TokenAuth(config.admin.jwt_secret))
-                    await nursery.start(serve_http, app, config.listen_http)
+                    await nursery.start(
+                        partial(serve_http, app, config.listen_http, tls=config.tls))
                 if config.preferred_leader and config.preferred_leader != config.node_id:
                     nursery.start_soon(self._prefer_leader, config.preferred_leader)
                 if config.listen_mysql is not None:
                     self.replication = ReplicationServer(
                         config.listen_mysql, config.replication, self.node, self.store,
                         config.replication.server_id or derived_server_id(config.node_id),
-                        config.mariadb.timeline)
+                        config.mariadb.timeline, tls=config.tls)
                     await nursery.start(self.replication.run)
                 if config.mariadb.enabled:
                     self.source = MariaDBSource(config.mariadb, config.node_id, self.node,
@@ -165,6 +167,7 @@ class Agent:
             "primary": self.source.status.as_dict() if self.source else None,
             "replication": self.replication.status.as_dict() if self.replication else None,
             "peers": self.transport.status() if self.transport else {},
+            "peer_connections": self.transport.inbound_counts() if self.transport else {},
             **self.extra_timeline_status(),
         }
 

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     status.add_argument("--token", default=None,
                         help="a bearer token for the admin API (default: $BINKEEPER_TOKEN)")
+    status.add_argument("--ca", default=None,
+                        help="the CA that signed the agent's certificate (https URLs)")
     status.set_defaults(handler=_lazy("agent.cli.status:main"))
 
     token = sub.add_parser("token", help="a bearer token for an agent's admin API")
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an agent's replication port, HOST:PORT (default 127.0.0.1:3307)")
     restore.add_argument("--user", default=None)
     restore.add_argument("--password", default=None)
+    restore.add_argument("--ssl-ca", default=None,
+                         help="TLS, verifying the agent against this CA (default with --config: "
+                              "its [tls].ca_file)")
     restore.set_defaults(handler=_lazy("agent.cli.restore:main"))
 
     demo = sub.add_parser("demo", help="run the end-to-end demo on this machine")

@@ -36,6 +36,7 @@ def _fsync_dir(directory: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     host, port, user, password = "127.0.0.1", 3307, args.user, args.password
+    ssl_ca: str | None = args.ssl_ca
     if args.config:
         try:
             config = load_config(args.config)
@@ -48,6 +49,8 @@ def main(args: argparse.Namespace) -> int:
         host, port = config.listen_mysql.host, config.listen_mysql.port
         user = user or config.replication.user
         password = password if password is not None else config.replication.password
+        if ssl_ca is None and config.tls is not None:
+            ssl_ca = str(config.tls.ca_file)
     if args.source:
         host, _, port_text = args.source.rpartition(":")
         port = int(port_text)
@@ -73,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             files, last = restore(host, port, user or "repl", password or "", work,
                                   timeline=args.timeline, to_gtid=args.to_gtid,
-                                  to_time=to_time)
+                                  to_time=to_time, ssl_ca=ssl_ca)
             if target is not None:
                 replay_into(files, target)
             elif out is not None:

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
 
-def fetch_status(url: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+def fetch_status(url: str, timeout: float = 5.0, token: str | None = None,
+                 ca_file: str | None = None) -> dict[str, Any]:
+    """The agent's /v1/status; an https URL is verified against CA_FILE (default: the
+    system's CAs), host name included."""
     request = urllib.request.Request(url.rstrip("/") + "/v1/status")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
         data: dict[str, Any] = json.load(response)
     return data
 
@@ -41,7 +46,8 @@ def render(status: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        status = fetch_status(args.url, token=args.token or os.environ.get("BINKEEPER_TOKEN"))
+        status = fetch_status(args.url, token=args.token or os.environ.get("BINKEEPER_TOKEN"),
+                              ca_file=args.ca)
     except urllib.error.HTTPError as exc:
         print(f"binkeeper status: {args.url} refused: {exc.code} {exc.read().decode()}",
               file=sys.stderr)

@@ -10,6 +10,11 @@ idle — nothing queued, no write in progress — and the kernel takes the whole
 that is nearly always the case, and it saves a task hand-off on the commit path. Otherwise,
 or for what the kernel did not take, the link's sending task writes it, in order.
 
+With `[tls]`, both directions run mutual TLS (agent/tls.py): the node id a connection
+speaks for is the Common Name of the certificate the peer proved, and a Hello or message
+claiming another id is refused. (The direct write above is for plain TCP only: under TLS
+every frame goes through the sending task, which owns the TLS state.)
+
 Outbound queues are bounded; when a peer is down or slow, messages beyond the bound are
 dropped (and counted): the consensus core retransmits, and a lagging peer must never make
 this agent buffer without bound (DESIGN.md invariant 6).
@@ -21,6 +26,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +34,7 @@ from typing import Any
 import trio
 
 import consensus
-from agent import wire
+from agent import tls, wire
 from agent.config import Address, Config, ConfigError, parse_address
 from agent.node import translate
 from agent.wire import peer_pb2 as pb
@@ -96,8 +102,14 @@ class PeerTransport:
             send, receive = trio.open_memory_channel[Any](QUEUE_MESSAGES)
             self.links[peer.id] = PeerLink(peer.id, peer.addr, send, receive)
         self.known_nodes = frozenset(config.member_ids)
-        self.refused_inbound = 0
+        self.refused_inbound = 0  # handshakes refused: TLS, certificate, Hello
+        self.broken_inbound = 0  # connections closed for a protocol error after the handshake
         self._nursery: trio.Nursery | None = None
+        self._server_tls: ssl.SSLContext | None = None
+        self._client_tls: ssl.SSLContext | None = None
+        if config.tls is not None:
+            self._server_tls = tls.peer_server_context(config.tls)
+            self._client_tls = tls.peer_client_context(config.tls)
 
     def hello(self) -> pb.Hello:
         return pb.Hello(
@@ -193,10 +205,13 @@ class PeerTransport:
         backoff = BACKOFF_FIRST
         while True:
             try:
-                stream = await trio.open_tcp_stream(link.addr.host, link.addr.port)
+                plain = await trio.open_tcp_stream(link.addr.host, link.addr.port)
             except OSError as exc:
                 link.last_error = f"connect: {exc.strerror or exc}"
             else:
+                stream: trio.abc.Stream = plain
+                if self._client_tls is not None:
+                    stream = trio.SSLStream(plain, self._client_tls)
                 async with stream:
                     try:
                         await self._handshake_out(stream, link)
@@ -213,6 +228,9 @@ class PeerTransport:
                         link.last_error = f"protocol error: {group.exceptions[0]}"
                         log.warning("peer %s broke the protocol: %s", link.peer_id,
                                     group.exceptions[0])
+                    except* TlsRefused as group:  # e.g. a certificate from another CA
+                        link.last_error = str(group.exceptions[0])
+                        log.error("TLS with %s failed: %s", link.peer_id, link.last_error)
                     except* PeerRefused as group:
                         link.last_error = str(group.exceptions[0])
                         log.error("peer %s refused us: %s", link.peer_id, link.last_error)
@@ -224,9 +242,15 @@ class PeerTransport:
             await trio.sleep(random.uniform(0, backoff))
             backoff = min(BACKOFF_MAX, backoff * 2)
 
-    async def _handshake_out(self, stream: trio.SocketStream, link: PeerLink) -> None:
+    async def _handshake_out(self, stream: trio.abc.Stream, link: PeerLink) -> None:
         conn = wire.PeerConnection("client")
         with trio.fail_after(HANDSHAKE_TIMEOUT):
+            if isinstance(stream, trio.SSLStream):
+                await _tls_handshake(stream)
+                owner = tls.node_id_of(stream.getpeercert())
+                if owner != link.peer_id:
+                    raise PeerRefused(f"the certificate at {link.addr} is for node {owner!r}, "
+                                      f"not {link.peer_id!r}")
             await stream.send_all(conn.send_hello(self.hello()))
             reply = await _receive_one(stream, conn)
         if not reply.HasField("hello_reply"):
@@ -235,10 +259,11 @@ class PeerTransport:
             raise PeerRefused(f"{link.peer_id} refused the handshake: {reply.hello_reply.reason}")
         link.conn = conn
 
-    async def _pump_out(self, stream: trio.SocketStream, link: PeerLink) -> None:
+    async def _pump_out(self, stream: trio.abc.Stream, link: PeerLink) -> None:
         conn = link.conn
         assert conn is not None
-        link.direct = socket.socket(fileno=os.dup(stream.socket.fileno()))
+        if isinstance(stream, trio.SocketStream):
+            link.direct = socket.socket(fileno=os.dup(stream.socket.fileno()))
         try:
             async with trio.open_nursery() as nursery:
                 # The receiving side never talks after the handshake; reading detects a close.
@@ -284,12 +309,19 @@ class PeerTransport:
 
     # ---- inbound --------------------------------------------------------------------------
 
-    async def _serve_inbound(self, stream: trio.SocketStream) -> None:
+    async def _serve_inbound(self, plain: trio.SocketStream) -> None:
+        stream: trio.abc.Stream = plain
+        if self._server_tls is not None:
+            stream = trio.SSLStream(plain, self._server_tls, server_side=True)
         async with stream:
             conn = wire.PeerConnection("server")
-            peer_id = "?"
+            peer_id = _remote(plain)
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    proven: str | None = None
+                    if isinstance(stream, trio.SSLStream):
+                        await _tls_handshake(stream)
+                        proven = tls.node_id_of(stream.getpeercert())
                     first = await _receive_one(stream, conn)
                 if not first.HasField("hello"):
                     raise wire.ProtocolError("the first frame must be Hello")
@@ -301,6 +333,9 @@ class PeerTransport:
                     timeline_id=self.config.timeline_id,
                     known_nodes=self.known_nodes - {self.config.node_id},
                 )
+                if reason is None and proven is not None and proven != hello.node_id:
+                    reason = (f"node {hello.node_id!r} presented the certificate of node "
+                              f"{proven!r}")
                 await stream.send_all(
                     conn.send_hello_reply(
                         pb.HelloReply(
@@ -316,15 +351,20 @@ class PeerTransport:
                     log.warning("refused connection from %r: %s", peer_id, reason)
                     return
                 await self._pump_in(stream, conn, peer_id)
+            except TlsRefused as exc:
+                self.refused_inbound += 1
+                log.warning("refused connection from %s: %s", peer_id, exc)
             except wire.ProtocolError as exc:
+                self.broken_inbound += 1
                 log.warning("closing connection from %s: protocol error: %s", peer_id, exc)
             except translate.TranslationError as exc:
+                self.broken_inbound += 1
                 log.warning("closing connection from %s: %s", peer_id, exc)
             except (OSError, trio.BrokenResourceError, trio.TooSlowError):
                 pass
 
     async def _pump_in(
-        self, stream: trio.SocketStream, conn: wire.PeerConnection, peer_id: str
+        self, stream: trio.abc.Stream, conn: wire.PeerConnection, peer_id: str
     ) -> None:
         while True:
             data = await stream.receive_some(1 << 16)
@@ -340,6 +380,9 @@ class PeerTransport:
                     )
                 self._deliver(msg)
 
+    def inbound_counts(self) -> dict[str, int]:
+        return {"refused": self.refused_inbound, "protocol_errors": self.broken_inbound}
+
     def status(self) -> dict[str, dict[str, Any]]:
         return {
             link.peer_id: {
@@ -349,6 +392,7 @@ class PeerTransport:
                 "dropped": link.dropped,
                 "queued_bytes": link.queued_bytes,
                 "last_error": link.last_error,
+                "tls": self._client_tls is not None,
             }
             for link in self.links.values()
         }
@@ -358,11 +402,32 @@ class PeerRefused(Exception):
     pass
 
 
+class TlsRefused(Exception):
+    """The TLS handshake failed: plaintext on a TLS port, or a certificate the CA did not
+    sign."""
+
+
+async def _tls_handshake(stream: trio.SSLStream[trio.SocketStream]) -> None:
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        raise TlsRefused(f"TLS handshake failed: {cause or exc}") from exc
+
+
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
 def _encoded(conn: wire.PeerConnection, item: Any) -> bytes:
     return item.data if isinstance(item, _Unsent) else conn.send(translate.to_envelope(item))
 
 
-async def _receive_one(stream: trio.SocketStream, conn: wire.PeerConnection) -> pb.Envelope:
+async def _receive_one(stream: trio.abc.Stream, conn: wire.PeerConnection) -> pb.Envelope:
     while (envelope := conn.next_message()) is wire.NEED_DATA:
         data = await stream.receive_some(1 << 16)
         if not data:
@@ -371,7 +436,7 @@ async def _receive_one(stream: trio.SocketStream, conn: wire.PeerConnection) -> 
     return envelope  # type: ignore[return-value]
 
 
-async def _watch_close(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+async def _watch_close(stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
     try:
         while await stream.receive_some(4096):
             pass

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from agent.config import Address
 from agent.ops.auth import TokenAuth
+from agent.tls import TlsFiles
 
 StatusProvider = Callable[[], dict[str, Any]]
 
@@ -51,6 +52,7 @@ async def serve_http(
     app: Starlette,
     address: Address,
     *,
+    tls: TlsFiles | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     config = HypercornConfig()
@@ -58,4 +60,7 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("binkeeper.http")
     config.graceful_timeout = 1.0
+    if tls is not None:  # HTTPS with the agent's certificate; clients need no certificate
+        config.certfile = str(tls.cert_file)
+        config.keyfile = str(tls.key_file)
     await serve(app, config, task_status=task_status)  # type: ignore[arg-type]

@@ -63,10 +63,13 @@ def parse_time(text: str) -> int:
 
 def restore(host: str, port: int, user: str, password: str, out: Path, *,
             timeline: str | None = None, to_gtid: str | None = None,
-            to_time: int | None = None) -> tuple[list[Path], str | None]:
-    """Write binlog files into OUT; returns them and the last GTID written."""
+            to_time: int | None = None, ssl_ca: str | None = None
+            ) -> tuple[list[Path], str | None]:
+    """Write binlog files into OUT; returns them and the last GTID written. With SSL_CA the
+    connection is TLS, the agent's certificate verified against it (host name included)."""
     conn = pymysql.connect(host=host, port=port, user=user, password=password,
-                           connect_timeout=10, read_timeout=120)
+                           connect_timeout=10, read_timeout=120, ssl_ca=ssl_ca,
+                           ssl_verify_identity=bool(ssl_ca))
     writer = BinlogDirWriter(out)
     last_gtid: str | None = None
     try:

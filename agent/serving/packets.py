@@ -21,6 +21,7 @@ CLIENT_FOUND_ROWS = 0x2
 CLIENT_LONG_FLAG = 0x4
 CLIENT_CONNECT_WITH_DB = 0x8
 CLIENT_PROTOCOL_41 = 0x200
+CLIENT_SSL = 0x800
 CLIENT_TRANSACTIONS = 0x2000
 CLIENT_SECURE_CONNECTION = 0x8000
 CLIENT_PLUGIN_AUTH = 0x80000
@@ -51,8 +52,15 @@ class PacketDecoder:
         self._parts: list[bytes] = []
         self._size = 0
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         self._buf += data
+
+    def take_buffered(self) -> bytes:
+        """Bytes received but not yet part of a packet (e.g. a TLS ClientHello that
+        followed an SSL request in the same read)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
     def next_packet(self) -> tuple[int, bytes] | None:
         while len(self._buf) >= 4:
@@ -162,9 +170,13 @@ class _Reader:
 
 # ---- connection phase --------------------------------------------------------------------
 
-def handshake_v10(connection_id: int, scramble: bytes, server_version: str) -> bytes:
+SSL_REQUEST_SIZE = 32  # capabilities, max packet, charset, 23 reserved bytes
+
+
+def handshake_v10(connection_id: int, scramble: bytes, server_version: str,
+                  tls: bool = False) -> bytes:
     assert len(scramble) == 20
-    caps = SERVER_CAPABILITIES
+    caps = SERVER_CAPABILITIES | (CLIENT_SSL if tls else 0)
     return b"".join((
         b"\x0a", server_version.encode() + b"\x00",
         struct.pack("<I", connection_id), scramble[:8], b"\x00",
@@ -181,6 +193,12 @@ class HandshakeResponse:
     auth_response: bytes
     database: str | None
     plugin: str | None
+
+
+def is_ssl_request(payload: bytes) -> bool:
+    """The short first half of a handshake response: the client asks for TLS first."""
+    return (len(payload) == SSL_REQUEST_SIZE
+            and bool(struct.unpack_from("<I", payload)[0] & CLIENT_SSL))
 
 
 def parse_handshake_response(payload: bytes) -> HandshakeResponse:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import trio
 
 import walstore
+from agent import tls as tls_files
 from agent.config import Address, ReplicationConfig
 from agent.node.loop import TimelineNode
 from agent.serving import packets
@@ -29,7 +31,7 @@ from agent.serving.binlog_stream import (
 )
 from agent.serving.packets import PacketWriter
 from agent.serving.queries import QueryContext
-from agent.serving.session import Close, DumpRequest, Session
+from agent.serving.session import Close, DumpRequest, Session, StartTls
 
 log = logging.getLogger("binkeeper.replicas")
 
@@ -51,6 +53,7 @@ class ReplicaInfo:
     last_gtid: str | None = None
     events_sent: int = 0
     bytes_sent: int = 0
+    tls: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -72,8 +75,11 @@ class ReplicationServerStatus:
 
 class ReplicationServer:
     def __init__(self, listen: Address, config: ReplicationConfig, node: TimelineNode,
-                 store: walstore.WalStore, server_id: int, timeline: str = "main") -> None:
+                 store: walstore.WalStore, server_id: int, timeline: str = "main",
+                 tls: tls_files.TlsFiles | None = None) -> None:
         self.timeline = timeline
+        self._tls: ssl.SSLContext | None = (
+            tls_files.server_context(tls) if tls is not None else None)
         self.listen = listen
         self.config = config
         self.node = node
@@ -126,12 +132,13 @@ class ReplicationServer:
                 self.status.connections -= 1
                 del self.status.replicas[connection_id]
 
-    async def _converse(self, stream: trio.SocketStream, connection_id: int,
+    async def _converse(self, stream: trio.abc.Stream, connection_id: int,
                         info: ReplicaInfo) -> None:
         context = QueryContext(server_id=self.server_id, server_version=SERVER_VERSION,
                                gtid_binlog_pos=self._committed_gtids(), timeline=self.timeline)
         session = Session(user=self.config.user, password=self.config.password,
-                          context=context, connection_id=connection_id)
+                          context=context, connection_id=connection_id,
+                          tls=self._tls is not None, require_tls=self.config.require_tls)
         await self._send(stream, session.greeting())
         deadline = trio.current_time() + HANDSHAKE_TIMEOUT
         while True:
@@ -152,8 +159,16 @@ class ReplicationServer:
                 elif isinstance(action, DumpRequest):
                     await self._dump(stream, action, info)
                     return
+                elif isinstance(action, StartTls):
+                    assert self._tls is not None
+                    with trio.move_on_at(deadline) as waited:
+                        stream = await _start_tls(stream, session.take_buffered(), self._tls)
+                    if waited.cancelled_caught:
+                        return
+                    session.tls_started()
+                    info.tls = True
 
-    async def _dump(self, stream: trio.SocketStream, request: DumpRequest,
+    async def _dump(self, stream: trio.abc.Stream, request: DumpRequest,
                     info: ReplicaInfo) -> None:
         writer = PacketWriter(request.first_seq)
         binlog = BinlogStream(self.store, self.server_id, rotate_checksum=request.checksum)
@@ -210,14 +225,48 @@ class ReplicationServer:
             if idle.cancelled_caught:
                 await self._send_events(stream, writer, [binlog.heartbeat()])
 
-    async def _send_events(self, stream: trio.SocketStream, writer: PacketWriter,
+    async def _send_events(self, stream: trio.abc.Stream, writer: PacketWriter,
                            events: Sequence[bytes | memoryview]) -> None:
         out = bytearray()
         for event in events:
             writer.frame_into(out, b"\x00", event)
         await self._send(stream, out)
 
-    async def _send(self, stream: trio.SocketStream, data: bytes | bytearray) -> None:
+    async def _send(self, stream: trio.abc.Stream, data: bytes | bytearray) -> None:
         with trio.fail_after(self.config.send_timeout):
             await stream.send_all(data)
 
+
+
+async def _start_tls(stream: trio.abc.Stream, head: bytes,
+                     context: ssl.SSLContext) -> trio.SSLStream[trio.abc.Stream]:
+    """TLS over STREAM, server side; HEAD is what the client already sent of its TLS
+    handshake (it follows the SSL request without waiting)."""
+    secure: trio.SSLStream[trio.abc.Stream] = trio.SSLStream(
+        _Replayed(stream, head), context, server_side=True)
+    await secure.do_handshake()
+    return secure
+
+
+class _Replayed(trio.abc.Stream):
+    """A stream whose first bytes were already read: they are received again first."""
+
+    def __init__(self, inner: trio.abc.Stream, head: bytes) -> None:
+        self.inner = inner
+        self._head = head
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._head:
+            size = len(self._head) if max_bytes is None else max_bytes
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

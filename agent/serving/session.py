@@ -1,7 +1,11 @@
 """One client connection of the replication port, sans-I/O: bytes in, actions out.
 
 Connection phase: handshake v10 with mysql_native_password (an auth switch when the client
-starts with another plugin), credentials from the config, ERR 1045 otherwise. Command
+starts with another plugin), credentials from the config, ERR 1045 otherwise. When the
+port has a certificate the greeting offers TLS (CLIENT_SSL): a client's SSL request makes
+the session ask its loop to start TLS (StartTls), after which the handshake continues
+encrypted; with require_tls a login in the clear gets ERR 3159, as MariaDB's
+require_secure_transport does. Command
 phase: the queries a replica sends (agent/serving/queries.py), COM_REGISTER_SLAVE,
 COM_PING, COM_QUIT and COM_BINLOG_DUMP, which hands the connection to the binlog stream.
 Anything else gets an ERR packet; malformed packets end the connection.
@@ -30,6 +34,7 @@ MAX_COMMAND = 1 << 20  # a replica's commands are small; more is garbage or an a
 ER_ACCESS_DENIED = 1045
 ER_UNKNOWN_COM = 1047
 ER_HANDSHAKE = 1043
+ER_SECURE_TRANSPORT_REQUIRED = 3159
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,12 @@ class Close:
     reason: str
 
 
-Action = bytes | DumpRequest | Close
+@dataclass(frozen=True)
+class StartTls:
+    """Wrap the connection in TLS (server side), then call Session.tls_started()."""
+
+
+Action = bytes | DumpRequest | Close | StartTls
 
 
 def new_scramble() -> bytes:
@@ -60,28 +70,46 @@ def new_scramble() -> bytes:
 
 class Session:
     def __init__(self, *, user: str, password: str, context: QueryContext,
-                 connection_id: int, scramble: bytes | None = None) -> None:
+                 connection_id: int, scramble: bytes | None = None, tls: bool = False,
+                 require_tls: bool = False) -> None:
         self.user = user
         self.password = password
         self.context = context
         self.connection_id = connection_id
         self.scramble = scramble or new_scramble()
-        self.state = "handshake"  # -> auth_switch -> command -> dump / closed
+        self.state = "handshake"  # (-> tls -> handshake) -> auth_switch -> command -> dump
+        self.tls_offered = tls
+        self.require_tls = require_tls
+        self.secure = False  # TLS is running
         self.client_user: str | None = None
         self._decoder = packets.PacketDecoder(MAX_COMMAND)
 
     def greeting(self) -> bytes:
         return PacketWriter(0).frame(
             packets.handshake_v10(self.connection_id, self.scramble,
-                                  self.context.server_version))
+                                  self.context.server_version, tls=self.tls_offered))
 
-    def receive_data(self, data: bytes) -> list[Action]:
+    def take_buffered(self) -> bytes:
+        """After StartTls: what the client sent beyond its SSL request — the start of its
+        TLS handshake, for the TLS layer."""
+        return self._decoder.take_buffered()
+
+    def tls_started(self) -> None:
+        """The loop finished the TLS handshake: the handshake response comes next."""
+        if self.state != "tls":
+            raise RuntimeError(f"tls_started in state {self.state}")
+        self.secure = True
+        self.state = "handshake"
+
+    def receive_data(self, data: bytes | bytearray) -> list[Action]:
         """Feed bytes from the client; returns what to do, in order."""
         if self.state in ("dump", "closed"):
             return []  # a dumping replica has nothing more to say; its bytes are dropped
+        if self.state == "tls":
+            raise RuntimeError("the loop must start TLS before passing more bytes")
         self._decoder.receive_data(data)
         actions: list[Action] = []
-        while self.state not in ("dump", "closed"):
+        while self.state not in ("dump", "closed", "tls"):
             try:
                 packet = self._decoder.next_packet()
             except PacketError as exc:
@@ -103,6 +131,15 @@ class Session:
     def _handle(self, seq: int, payload: bytes) -> list[Action]:
         reply = PacketWriter((seq + 1) % 256)
         if self.state == "handshake":
+            if packets.is_ssl_request(payload):
+                if not self.tls_offered or self.secure:
+                    raise PacketError("SSL request, but TLS was not offered")
+                self.state = "tls"
+                return [StartTls()]
+            if self.require_tls and not self.secure:
+                return self._fail(ER_SECURE_TRANSPORT_REQUIRED,
+                                  "Connections using insecure transport are prohibited "
+                                  "(this agent's [replication].require_tls)", reply.seq)
             response = packets.parse_handshake_response(payload)
             self.client_user = response.user
             if response.plugin not in (None, "mysql_native_password"):

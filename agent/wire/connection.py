@@ -105,7 +105,7 @@ class PeerConnection:
 
     # ---- receiving ------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         self._decoder.receive_data(data)
 
     def next_message(self) -> pb.Envelope | _NeedData:

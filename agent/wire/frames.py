@@ -82,7 +82,7 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         if self._error is not None:
             raise self._error
         self._buffer += data

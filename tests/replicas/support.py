@@ -13,13 +13,14 @@ from tests.support.cluster import Cluster, wait_tailing
 
 @asynccontextmanager
 async def primary_with_serving_agents(
-    tmp_path: Path, **replication: int
+    tmp_path: Path, tls_dir: Path | None = None, **replication: int | bool
 ) -> AsyncIterator[tuple[LocalMariaDB, Cluster, str]]:
     """Yields (primary, cluster, id of the leader tailing it); REPLICATION adds settings to
-    the agents' [replication] table. Everything is stopped and removed after."""
+    the agents' [replication] table, TLS_DIR gives them [tls] (tests/support/certs.py).
+    Everything is stopped and removed after."""
     primary = LocalMariaDB(tmp_path / "primary").start()
     cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, mariadb_port=primary.port,
-                      serve_replicas=True, replication=replication or None)
+                      serve_replicas=True, replication=replication or None, tls_dir=tls_dir)
     try:
         enable_semi_sync(primary)
         cluster.start()

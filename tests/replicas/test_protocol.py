@@ -10,16 +10,52 @@ from hypothesis import strategies as st
 from agent.serving import packets
 from agent.serving.packets import PacketDecoder, PacketWriter
 from agent.serving.queries import QueryContext
-from agent.serving.session import Close, DumpRequest, Session
+from agent.serving.session import Close, DumpRequest, Session, StartTls
 
 SCRAMBLE = b"abcdefghijklmnopqrst"
 
 
-def session() -> Session:
+def session(tls: bool = False, require_tls: bool = False) -> Session:
     context = QueryContext(server_id=7, server_version="5.5.5-10.11.99-MariaDB-binkeeper",
                            gtid_binlog_pos="0-1-5")
     return Session(user="repl", password="pw", context=context, connection_id=1,
-                   scramble=SCRAMBLE)
+                   scramble=SCRAMBLE, tls=tls, require_tls=require_tls)
+
+
+def ssl_request() -> bytes:
+    caps = packets.CLIENT_PROTOCOL_41 | packets.CLIENT_SECURE_CONNECTION | packets.CLIENT_SSL
+    return PacketWriter(1).frame(struct.pack("<IIB", caps, 1 << 24, 33) + b"\x00" * 23)
+
+
+def greeting_caps(s: Session) -> int:
+    payload = replies([s.greeting()])[0][1]
+    rest = payload[payload.index(b"\x00", 1) + 1 + 4 + 8 + 1:]
+    low, = struct.unpack_from("<H", rest)
+    high, = struct.unpack_from("<H", rest, 2 + 1 + 2)
+    return low | high << 16
+
+
+def test_tls_is_offered_started_and_required() -> None:
+    assert not greeting_caps(session()) & packets.CLIENT_SSL
+    s = session(tls=True, require_tls=True)
+    assert greeting_caps(s) & packets.CLIENT_SSL
+    hello = b"\x16\x03\x01 client hello"  # what follows an SSL request without a pause
+    assert s.receive_data(ssl_request() + hello) == [StartTls()]
+    assert s.take_buffered() == hello  # for the TLS layer
+    s.tls_started()
+    login = login_packet("repl", "pw")
+    encrypted = PacketWriter(2).frame(login[4:])  # the response comes next, as packet 2
+    assert replies(s.receive_data(encrypted)) == [(3, packets.ok_packet())]
+    # In the clear, with require_tls: MariaDB's require_secure_transport error.
+    s = session(tls=True, require_tls=True)
+    actions = s.receive_data(login_packet("repl", "pw"))
+    [(seq, error)] = replies(actions[:1])
+    assert seq == 2 and struct.unpack_from("<H", error, 1)[0] == 3159
+    assert isinstance(actions[1], Close) and s.state == "closed"
+    # An SSL request where TLS was not offered ends the connection with an error.
+    s = session()
+    actions = s.receive_data(ssl_request())
+    assert isinstance(actions[-1], Close) and "TLS was not offered" in actions[-1].reason
 
 
 def login_packet(user: str, password: str, plugin: bytes = b"mysql_native_password") -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -34,10 +35,12 @@ class AgentProcess:
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     mysql_port: int | None = None  # the replication port, when the cluster serves replicas
+    ca_file: Path | None = None  # the agents run with [tls]: HTTPS, verified against this CA
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.ca_file is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None
@@ -76,7 +79,10 @@ class AgentProcess:
 
     def status(self, timeout: float = 2.0) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(self.url + "/v1/status", timeout=timeout) as response:
+            context = (ssl.create_default_context(cafile=str(self.ca_file))
+                       if self.ca_file is not None else None)
+            with urllib.request.urlopen(self.url + "/v1/status", timeout=timeout,
+                                        context=context) as response:
                 data: dict[str, Any] = json.load(response)
                 return data
         except (OSError, ValueError):
@@ -112,8 +118,10 @@ class Cluster:
         mariadb_port: int | None = None,
         preferred_leader: str | None = None,
         serve_replicas: bool = False,
-        replication: dict[str, int] | None = None,
+        replication: dict[str, int | bool] | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
+        """TLS_DIR: ca.pem and NODE.pem / NODE.key per agent; every agent runs with [tls]."""
         self.root = root
         ids = [f"a{i + 1}" for i in range(size)]
         self.agents: dict[str, AgentProcess] = {}
@@ -129,6 +137,7 @@ class Cluster:
                 log_path=root / f"{node_id}.log",
                 extra_args=list(extra_args or []),
                 mysql_port=free_port() if serve_replicas else None,
+                ca_file=tls_dir / "ca.pem" if tls_dir is not None else None,
             )
         # proxies[(src, dst)] carries src's messages to dst
         self.proxies: dict[tuple[str, str], FaultProxy] = (
@@ -167,7 +176,12 @@ class Cluster:
             if agent.mysql_port is not None:
                 lines += ["[replication]", f'user = "{REPLICATION_USER}"',
                           f'password = "{REPLICATION_PASSWORD}"']
-                lines += [f"{key} = {value}" for key, value in (replication or {}).items()]
+                lines += [f"{key} = {str(value).lower() if isinstance(value, bool) else value}"
+                          for key, value in (replication or {}).items()]
+            if tls_dir is not None:
+                lines += ["[tls]", f'ca_file = "{tls_dir / "ca.pem"}"',
+                          f'cert_file = "{tls_dir / f"{node_id}.pem"}"',
+                          f'key_file = "{tls_dir / f"{node_id}.key"}"']
             if consensus:
                 lines.append("[consensus]")
                 lines += [f"{key} = {value}" for key, value in consensus.items()]
