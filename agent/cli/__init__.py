@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", default="operator", help="who it is for (logged)")
     token.set_defaults(handler=_lazy("agent.cli.token:main"))
 
+    certs = sub.add_parser("certs", help="a CA and per-agent certificates for [tls]")
+    certs.add_argument("--out", required=True,
+                       help="directory for the PEM files (its ca.pem/ca.key are reused)")
+    certs.add_argument("--days", type=int, default=825, help="validity")
+    certs.add_argument("nodes", nargs="+", metavar="NODE[=HOST,...]",
+                       help="a node id, and the names/addresses clients reach it by")
+    certs.set_defaults(handler=_lazy("agent.cli.certs:main"))
+
     restore = sub.add_parser(
         "restore", help="committed history up to a GTID or a time, as binlog files")
     restore.add_argument("--timeline", default=None, help="refuse an agent serving another")

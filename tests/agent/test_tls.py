@@ -235,3 +235,38 @@ def test_certificates_from_another_ca_do_not_verify(tmp_path: Path) -> None:
         parse_config(tomllib.loads(
             f'node_id = "a1"\ndata_dir = "{tmp_path}"\nlisten_peer = "127.0.0.1:1"\n'
             + tls_table(tmp_path / "ours", node="stranger")))
+
+
+def test_binkeeper_certs_makes_a_group_the_agents_accept(tmp_path: Path) -> None:
+    out = tmp_path / "pki"
+    made = subprocess.run([sys.executable, "-m", "agent", "certs", "--out", str(out),
+                           "a1=127.0.0.1,localhost", "a2=10.0.0.2"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert oct((out / "a1.key").stat().st_mode & 0o777) == "0o600"
+    ca_before = (out / "ca.pem").read_bytes()
+    added = subprocess.run([sys.executable, "-m", "agent", "certs", "--out", str(out), "a3"],
+                           capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0 and (out / "ca.pem").read_bytes() == ca_before  # reused
+    for node in ("a1", "a2", "a3"):
+        config = parse_config(tomllib.loads(
+            f'node_id = "{node}"\ndata_dir = "{tmp_path}"\nlisten_peer = "10.0.0.9:5454"\n'
+            + tls_table(out, node=node)))
+        assert config.tls is not None
+    # the certificates work for a real handshake: a1 as server, a3 as client
+    server = tls.peer_server_context(tls.TlsFiles(out / "ca.pem", out / "a1.pem", out / "a1.key"))
+    client = _client_context(out, "a3")
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_side = server.wrap_bio(to_server, to_client, server_side=True)
+    client_side = client.wrap_bio(to_client, to_server)
+    for _ in range(10):  # the handshake in memory, each side's output the other's input
+        for side in (client_side, server_side):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+    assert tls.node_id_of(server_side.getpeercert()) == "a3"
+    assert tls.node_id_of(client_side.getpeercert()) == "a1"
+    bad = subprocess.run([sys.executable, "-m", "agent", "certs", "--out", str(out), "bad id"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a valid node id" in bad.stderr
