@@ -21,6 +21,10 @@ class QueryAnswer:
 
 
 ER_NOT_SUPPORTED_YET = 1235
+ER_OUT_OF_RESOURCES = 1041
+# A replica sets a handful of user variables; a client may not make a session hold more.
+MAX_USER_VARS = 64
+MAX_USER_VAR_BYTES = 64 << 10
 ER_UNKNOWN_COM_ERROR = 1047
 
 _SET_USER_VAR = re.compile(r"^set\s+@(\w+)\s*(?::=|=)\s*(.+)$", re.I | re.S)
@@ -63,7 +67,13 @@ def answer(query: str, ctx: QueryContext) -> QueryAnswer:
     if lower == "select database()":
         return QueryAnswer(["DATABASE()"], [[None]])
     if match := _SET_USER_VAR.match(text):
-        ctx.user_vars[match.group(1).lower()] = _unquote(match.group(2))
+        name, value = match.group(1).lower(), _unquote(match.group(2))
+        if len(value) > MAX_USER_VAR_BYTES or (
+                name not in ctx.user_vars and len(ctx.user_vars) >= MAX_USER_VARS):
+            return QueryAnswer(error=(ER_OUT_OF_RESOURCES, (
+                f"Out of resources: at most {MAX_USER_VARS} user variables of "
+                f"{MAX_USER_VAR_BYTES} bytes per connection")))
+        ctx.user_vars[name] = value
         return QueryAnswer()
     if match := _SELECT_USER_VAR.match(text):
         name = match.group(1)
