@@ -29,7 +29,7 @@ import trio
 
 from consensus.messages import Entry, RecordKind
 from walstore import _record
-from walstore._control import Control, read_control, write_control
+from walstore._control import CONTROL_NAME, Control, read_control, write_control
 from walstore._segment import (
     ScanResult,
     Segment,
@@ -374,7 +374,12 @@ class WalStore:
         return _Batch(writes, self._end_lsn)
 
     def _write_batch(self, batch: _Batch) -> None:
-        """Write and fdatasync a batch. Runs in a worker thread: touches only files."""
+        """Write and fdatasync a batch. Runs in a worker thread: touches only files.
+
+        ENOSPC (or EDQUOT) from a write is recoverable (DiskFullError): the kernel refused
+        the bytes, so nothing is in doubt; what this batch wrote is cut and the batch stays
+        pending for a retry. Any failure of a sync — ENOSPC included — is FsyncFailed: the
+        kernel may have dropped dirty pages, so retrying could acknowledge lost bytes."""
         fs = self.fs
         created = False
         touched: list[tuple[Segment, int]] = []  # (segment, size before)
@@ -384,6 +389,15 @@ class WalStore:
                 created |= write.offset == 0  # a new segment file: its name needs a dir fsync
                 touched.append((segment, write.offset))
                 fs.pwrite(segment.path, write.parts, write.offset)
+        except OSError as exc:
+            self._cut_back(touched)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"{touched[-1][0].path}: no space left on device writing the WAL "
+                    f"({exc.strerror}); the records stay pending and are retried") from exc
+            raise FsyncFailed(f"{self.path}: writing the WAL failed: {exc}; the agent must "
+                              "restart to recover from what the disk holds") from exc
+        try:
             for segment, _offset in touched:
                 started = time.perf_counter()
                 fs.datasync(segment.path)
@@ -392,23 +406,24 @@ class WalStore:
             if created:
                 fs.sync_dir(self.path)
         except OSError as exc:
-            # Cut what this batch wrote, so no half record is left that could look valid
-            # later; the batch stays pending and the next sync retries it.
-            for segment, offset in touched:
-                try:  # (on this thread: the event loop's read handles stay open)
-                    fs.truncate(segment.path, offset, writer_only=True)
-                except OSError:
-                    pass
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(f"{self.path}: disk full: {exc.strerror}") from exc
-            raise FsyncFailed(f"{self.path}: writing or syncing the WAL failed: {exc}; the "
-                              "agent must restart to recover from what the disk holds") from exc
+            self._cut_back(touched)
+            raise FsyncFailed(f"{self.path}: syncing the WAL failed: {exc}; the agent must "
+                              "restart to recover from what the disk holds") from exc
         # Older segments are sealed once written: keep only the active segment's file open
         # for writing (a segment that filled up in an earlier batch is released now).
         active = batch.writes[-1].segment.path if batch.writes else None
         for path in (self._writing | {w.segment.path for w in batch.writes}) - {active}:
             fs.release(path, writer_only=True)
         self._writing = {active} if active is not None else set()
+
+    def _cut_back(self, touched: list[tuple[Segment, int]]) -> None:
+        """Cut what a failed batch wrote, so no half record is left that could look valid
+        later (a retry writes the same bytes at the same offsets)."""
+        for segment, offset in touched:
+            try:  # (on this thread: the event loop's read handles stay open)
+                self.fs.truncate(segment.path, offset, writer_only=True)
+            except OSError:
+                pass  # a torn tail past `written` is cut at the next open, or overwritten
 
     def _finish_batch(self, batch: _Batch) -> None:
         for write in batch.writes:
@@ -708,7 +723,7 @@ class WalStore:
 
         The fields are applied to the control as it is when the write starts, so a writer
         in a thread never puts back an older term or vote the event loop saved meanwhile.
-        A commit LSN never moves back.
+        A commit LSN never moves back. Raises DiskFullError with nothing changed.
         """
         self._check_open()
         with self._control_lock:
@@ -723,7 +738,15 @@ class WalStore:
             term_history=tuple(self._term_changes),
             removed_gtids=tuple(sorted(self._removed_gtids.values())),
         )
-        write_control(self.fs, self.path, control)
+        try:
+            write_control(self.fs, self.path, control)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # The old file is intact (atomic replace): retrying later is safe.
+                raise DiskFullError(
+                    f"{self.path / CONTROL_NAME}: no space left on device writing the "
+                    f"control file ({exc.strerror}); retried") from exc
+            raise
         self.control = control
 
     # ---- closing ------------------------------------------------------------------------

@@ -32,7 +32,9 @@ class TruncateBelowCommit(WalError):
 
 
 class DiskFullError(WalError):
-    """The disk is full: nothing was lost, the appends stay pending and can be synced later."""
+    """ENOSPC or EDQUOT from a write (of segments or the control file): nothing was lost
+    or changed — appends stay pending, the old control file stays — and the same call can
+    be retried once there is room. ENOSPC from an fsync is FsyncFailed instead."""
 
 
 class SyncInProgress(WalError):

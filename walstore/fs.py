@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from walstore.errors import FsyncFailed
+
 
 class FileSystem(Protocol):
     def is_dir(self, path: Path) -> bool: ...
@@ -56,12 +58,23 @@ class FileSystem(Protocol):
     def sync_dir(self, path: Path) -> None: ...
 
     def replace_file(self, path: Path, data: bytes) -> None:
-        """Atomically replace PATH's content: temp file, fsync, rename, fsync directory."""
+        """Atomically replace PATH's content: temp file, fsync, rename, fsync directory.
+        Raises OSError (ENOSPC on a full disk: the old content stays) or, when an fsync
+        fails, walstore.FsyncFailed."""
 
     def release(self, path: Path, *, writer_only: bool = False) -> None:
         """Forget cached handles of PATH (a sealed or removed file)."""
 
     def close(self) -> None: ...
+
+
+def _sync(fd: int, path: Path) -> None:
+    """fsync FD; a failure (ENOSPC included) is FsyncFailed: the kernel may have dropped
+    the dirty pages, so the caller must not retry on the same page cache."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise FsyncFailed(f"{path}: fsync failed: {exc}; the agent must restart") from exc
 
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
@@ -151,19 +164,27 @@ class OsFileSystem:
 
     def replace_file(self, path: Path, data: bytes) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(data)
-            while view:  # a short write (a full disk) must not leave a half file behind
-                written = os.write(fd, view)
-                if written == 0:
-                    raise OSError(errno.ENOSPC, "short write made no progress")
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:  # a short write (a full disk) must not leave a half file behind
+                    written = os.write(fd, view)
+                    if written == 0:
+                        raise OSError(errno.ENOSPC, "short write made no progress")
+                    view = view[written:]
+                _sync(fd, tmp)
+            finally:
+                os.close(fd)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # the old file is intact; give back the space
+            raise
         os.replace(tmp, path)
-        self.sync_dir(path.parent)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            _sync(dir_fd, path.parent)
+        finally:
+            os.close(dir_fd)
 
     def release(self, path: Path, *, writer_only: bool = False) -> None:
         with self._lock:

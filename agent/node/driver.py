@@ -16,6 +16,11 @@ The order, per Ready:
    worker's `sync()`), `durable(store.durable())` reports it to the core. A report names
    its LSN, term and truncation epoch: one from before a truncation, or about entries a
    newer leader's log has replaced, is dropped, never acknowledged.
+
+A full disk stops step 1 before anything of the Ready is applied: `apply` raises
+`walstore.DiskFullError`, and the caller holds the Ready, lets no other input reach the core
+(nor ticks: time stands still for a node that cannot persist its term), and calls `apply`
+with the same Ready again once there is room. No message leaves meanwhile.
 """
 
 from __future__ import annotations
@@ -118,7 +123,8 @@ class NodeDriver(Generic[P]):
 
     def apply(self, rd: consensus.Ready) -> Applied[P]:
         """Apply RD (steps 1-5). With a truncation, the store must be idle (no sync
-        running): the trio loop awaits `store.wait_idle()` first."""
+        running): the trio loop awaits `store.wait_idle()` first. Raises
+        walstore.DiskFullError with nothing of RD applied: call again with RD later."""
         applied: Applied[P] = Applied()
         if rd.hard_state is not None or rd.membership is not None:
             self._persist_control(rd.hard_state, rd.membership)
@@ -164,6 +170,12 @@ class NodeDriver(Generic[P]):
             and core.log.last_lsn() - progress.match_lsn <= core.config.max_batch_bytes
         )
 
+    def handover_target(self) -> str | None:
+        """While leading: the caught-up voter furthest along, to hand leadership to (a
+        leader whose disk is full steps aside); None when no voter is caught up."""
+        ready = [m for m in self.core.membership.voters if m != self.node_id and self.caught_up(m)]
+        return max(ready, key=lambda m: (self.core.progress[m].match_lsn, m), default=None)
+
     def leadership_lost(self) -> list[P]:
         """Once the node no longer leads, every pending proposal's outcome is unknown."""
         if self.core.role is consensus.Role.LEADER or not self.pending:
@@ -177,7 +189,8 @@ class NodeDriver(Generic[P]):
         return min(self.commit_lsn, self.store.flush_lsn)
 
     def persist_commit(self) -> None:
-        """Write the commit LSN to the control file now (the loop does it now and then)."""
+        """Write the commit LSN to the control file now (the loop does it now and then).
+        Raises walstore.DiskFullError; the commit LSN is re-learned from the leader anyway."""
         self._write_control({})
 
     def _persist_control(

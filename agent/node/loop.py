@@ -7,6 +7,11 @@ never sees two inputs at once. Each pass drains every queued input, then has the
 apply one Ready (persist term/vote, truncate, append, commit, send), then makes the batch
 durable — on the loop for a small batch on a fast disk, otherwise in the group-commit
 worker, whose durability report (`walstore.Durable`) comes back through the inbox.
+
+A full disk (ENOSPC, EDQUOT) is not fatal: WAL writes stay pending and are retried, so
+nothing is acknowledged beyond the disk; a Ready whose control-file write fails is held
+(no input reaches the core, no tick) and retried; a leader hands leadership to a caught-up
+voter. Status shows `disk_full`; once there is room the node catches up by itself.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import trio
 
 import consensus
 import walstore
-from agent.node.driver import NodeDriver
+from agent.node.driver import Applied, NodeDriver
 
 log = logging.getLogger("binkeeper.timeline")
 
@@ -39,6 +44,12 @@ COMMIT_PERSIST_INTERVAL = 0.2
 # it, overlapping the loop's other work and keeping heartbeats flowing.
 INLINE_FLUSH_BYTES = 32 << 10
 INLINE_FLUSH_SLOW = 0.005  # seconds: a smoothed flush time above this uses the worker
+
+# A full disk is retried with a bounded backoff: soon after space returns, the node resumes.
+DISK_RETRY_FIRST = 0.1
+DISK_RETRY_MAX = 1.0
+# A leader with a full disk offers leadership to a caught-up voter at most this often.
+STEP_ASIDE_INTERVAL = 1.0
 
 
 class CommitOutcomeUnknown(Exception):
@@ -69,6 +80,11 @@ class _Flushed:
 @dataclass(frozen=True)
 class _Tick:
     pass
+
+
+@dataclass(frozen=True)
+class _StepAside:
+    """The disk is full: a leader hands leadership to a caught-up voter."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,9 @@ class TimelineNode:
         self.leader: str | None = None
         self._role_changed = trio.Event()
         self.disk_full_errors = 0
+        self.disk_error: str | None = None  # the last ENOSPC while the disk is full
+        self._holding = False  # a Ready waits for room for its control-file write
+        self._last_step_aside = -math.inf
         self._flush_seconds = 0.0  # smoothed duration of flushes
         self._last_flush_end = 0.0
         self.inline_flushes = 0
@@ -195,18 +214,22 @@ class TimelineNode:
     def persist_commit_now(self) -> None:
         """On shutdown: the control file gets the latest commit LSN (never beyond the disk)."""
         if self.commit_lsn != self.driver.persisted_commit:
-            self.driver.persist_commit()
+            try:
+                self.driver.persist_commit()
+            except walstore.DiskFullError as exc:  # re-learned from the leader at restart
+                log.warning("%s: commit LSN not saved at shutdown: %s", self.node_id, exc)
 
     async def _ticker(self) -> None:
         next_at = trio.current_time()
         while True:
             next_at += self._tick_seconds
             await trio.sleep_until(next_at)
-            self._inbox_send.send_nowait(_Tick())
+            if not self._holding:  # a node that cannot persist its term lets time stand
+                self._inbox_send.send_nowait(_Tick())
 
     async def _syncer(self) -> None:
         # Group commit: one fsync covers everything appended while the previous one ran.
-        backoff = 0.05
+        backoff = DISK_RETRY_FIRST
         while True:
             await self._dirty.wait()
             self._dirty = trio.Event()
@@ -215,13 +238,15 @@ class TimelineNode:
                 await self.store.sync()
             except walstore.DiskFullError as exc:
                 # Nothing is lost: the records stay pending and are retried; no acks meanwhile.
-                self.disk_full_errors += 1
-                log.error("%s: %s; retrying in %.1fs", self.node_id, exc, backoff)
+                self._disk_full(exc)
+                if self.role == "leader":
+                    self._inbox_send.send_nowait(_StepAside())
                 self._dirty.set()
                 await trio.sleep(backoff)
-                backoff = min(5.0, backoff * 2)
+                backoff = min(DISK_RETRY_MAX, backoff * 2)
                 continue
-            backoff = 0.05
+            backoff = DISK_RETRY_FIRST
+            self._disk_ok()
             # The worker's timings tell the loop when its disk is fast (or idle) again.
             self._last_flush_end = time.perf_counter()
             self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
@@ -258,6 +283,8 @@ class TimelineNode:
             except consensus.NotLeader as exc:
                 item.reply.error = exc
                 item.reply.done.set()
+        elif isinstance(item, _StepAside):
+            self._step_aside()
         elif isinstance(item, _Admin):
             try:
                 result = item.action(core)
@@ -279,9 +306,7 @@ class TimelineNode:
             self._maybe_persist_commit()
             return
         rd = driver.ready()
-        if rd.truncate_to is not None:
-            await self.store.wait_idle()  # the files must be at rest to cut them
-        applied = driver.apply(rd)
+        applied = await self._apply_ready(rd)
         self._fail(applied.failed, CommitOutcomeUnknown(
             "the proposal was replaced by a newer leader's log"))
         if rd.commit_lsn is not None and rd.commit_lsn > self.commit_lsn:
@@ -300,6 +325,56 @@ class TimelineNode:
         if flushed_inline and driver.has_ready():
             await self._handle_ready()  # the acks the flush made possible, right away
 
+    async def _apply_ready(self, rd: consensus.Ready) -> Applied[_Waiter]:
+        """Have the driver apply RD; while its control-file write finds the disk full, hold
+        RD and retry — nothing else reaches the core meanwhile, and nothing is sent."""
+        backoff = DISK_RETRY_FIRST
+        while True:
+            if rd.truncate_to is not None:
+                await self.store.wait_idle()  # the files must be at rest to cut them
+            try:
+                applied = self.driver.apply(rd)
+            except walstore.DiskFullError as exc:
+                self._disk_full(exc)
+                self._holding = True
+                await trio.sleep(backoff)
+                backoff = min(DISK_RETRY_MAX, backoff * 2)
+                continue
+            if self._holding:
+                self._holding = False
+                self._disk_ok()
+            return applied
+
+    def _disk_full(self, exc: walstore.DiskFullError) -> None:
+        self.disk_full_errors += 1
+        if self.disk_error is None:  # one error per episode, not one per retry
+            log.error("%s: %s; not acknowledging until there is room (retrying every "
+                      "%.1fs at most)", self.node_id, exc, DISK_RETRY_MAX)
+        self.disk_error = str(exc)
+
+    def _disk_ok(self) -> None:
+        if self.disk_error is not None and not self._holding:
+            log.warning("%s: the disk has room again (%d failed writes so far); resuming",
+                        self.node_id, self.disk_full_errors)
+            self.disk_error = None
+
+    def _step_aside(self) -> None:
+        """A leader whose disk is full hands leadership to a caught-up voter: the others
+        commit without it anyway, and it should not keep buffering proposals it cannot
+        write. Without such a voter it stays (a majority still needs its copy)."""
+        now = time.monotonic()
+        if self.disk_error is None or now - self._last_step_aside < STEP_ASIDE_INTERVAL:
+            return
+        target = self.driver.handover_target()
+        if target is None:
+            return
+        self._last_step_aside = now
+        log.warning("%s: the disk is full: handing leadership to %s", self.node_id, target)
+        try:
+            self.core.transfer_leadership(target)
+        except (consensus.NotLeader, ValueError):
+            pass
+
     def _flush_inline(self) -> bool:
         """Write and fsync a small batch here; False: leave it to the worker."""
         store = self.store
@@ -315,8 +390,10 @@ class TimelineNode:
             return False  # the disk is busy more than half the time: a streaming load
         try:
             store.flush()
-        except walstore.DiskFullError:
+        except walstore.DiskFullError as exc:
+            self._disk_full(exc)
             return False  # the worker retries with backoff; the records stay pending
+        self._disk_ok()
         self._last_flush_end = time.perf_counter()
         self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
         self.inline_flushes += 1
@@ -339,8 +416,8 @@ class TimelineNode:
         await self._role_changed.wait()
 
     def _maybe_persist_commit(self) -> None:
-        if self.commit_lsn == self.driver.persisted_commit:
-            return
+        if self.driver.durable_commit() == self.driver.persisted_commit:
+            return  # nothing new may be written (a lagging or full disk)
         if time.monotonic() - self._last_commit_persist < COMMIT_PERSIST_INTERVAL:
             return
         self._persist_due.set()
@@ -352,8 +429,13 @@ class TimelineNode:
             await self._persist_due.wait()
             self._persist_due = trio.Event()
             commit = self.driver.durable_commit()
-            await trio.to_thread.run_sync(partial(self.store.update_control, commit_lsn=commit))
-            self.driver.persisted_commit = commit
+            try:
+                await trio.to_thread.run_sync(
+                    partial(self.store.update_control, commit_lsn=commit))
+            except walstore.DiskFullError as exc:
+                self._disk_full(exc)  # retried at the next interval
+            else:
+                self.driver.persisted_commit = commit
             self._last_commit_persist = time.monotonic()
 
     @staticmethod
@@ -391,7 +473,7 @@ class TimelineNode:
                 }
             )
         return {
-            "role": self.role,
+            "role": core.role.value,  # the core's: a node holding a Ready may have stepped down
             "term": core.term,
             "leader": core.leader,
             "commit_lsn": core.commit_lsn,
@@ -401,6 +483,9 @@ class TimelineNode:
             "fsync_mean_ms": round(store.fsync_seconds * 1000 / max(1, store.fsync_count), 3),
             "inline_flushes": self.inline_flushes,
             "stale_reports": self.driver.stale_reports,
+            "disk_full": self.disk_error is not None,
+            "disk_error": self.disk_error,
+            "disk_full_errors": self.disk_full_errors,
             "committed_gtid": walstore.format_position(store.gtids_at(core.commit_lsn)) or None,
             "members": members,
             "membership_generation": self.core.membership.generation,

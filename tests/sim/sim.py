@@ -10,9 +10,11 @@ for the disk to be at rest — the simulator does with events.
 Faults: crashes (weighted toward moments when writes are in flight: any disk write, sync
 or control-file replace may be where the node dies), torn and dropped unsynced writes,
 fsync failures (EIO: the node treats it as fatal and restarts), full disks (ENOSPC, for a
-while), lost disks (a node restarts empty), segment rolls inside write batches (small
-segments), leadership transfers, the preferred-leader hand-over, and membership changes
-(a learner joins, is promoted, a member is removed).
+while: WAL writes are retried, a Ready whose control-file write fails is held — its node
+frozen, as the trio loop holds it — and retried, a leader hands leadership over), lost
+disks (a node restarts empty), segment rolls inside write batches (small segments),
+leadership transfers, the preferred-leader hand-over, and membership changes (a learner
+joins, is promoted, a member is removed).
 
 Checked after every event: at most one leader per term; committed prefixes identical and
 never changing; a new leader holds everything committed; nothing committed is truncated;
@@ -87,6 +89,12 @@ class SimNode:
     pass_scheduled: bool = False
     last_commit: int = 0
     removed: bool = False
+    held: consensus.Ready | None = None  # its control-file write found the disk full
+
+    @property
+    def free(self) -> bool:
+        """Up, and not frozen holding a Ready: the core may take inputs."""
+        return self.driver is not None and self.held is None
 
     @property
     def core(self) -> consensus.Node | None:
@@ -155,7 +163,9 @@ class Counters:
     proposals: int = 0
     acknowledged: int = 0  # proposals a leader reported committed (each checked)
     crashes: int = 0
-    fatal_io: int = 0  # EIO (or ENOSPC on the control file): the node restarts
+    fatal_io: int = 0  # EIO: the node restarts
+    held_readies: int = 0  # control-file writes that found the disk full (Ready held)
+    full_handovers: int = 0  # leaders that handed over because their disk was full
     stale_reports: int = 0
     transfers: int = 0
     membership_changes: int = 0
@@ -264,6 +274,7 @@ class Simulation:
         node.incarnation += 1
         node.flush_scheduled = node.pass_scheduled = False
         node.inbox = []
+        node.held = None
         node.driver = self.driver_factory(
             node_id=node_id, store=store, initial_membership=node.membership,
             core_config=self._config(node_id), rng=random.Random(self.rng.random()),
@@ -283,6 +294,7 @@ class Simulation:
         else:
             self.counters.process_crashes += 1
         node.store = node.driver = None
+        node.held = None
         self.up.discard(node_id)
         self.counters.crashes += 1
         self.log(f"CRASH {node_id} ({why}{'' if machine else '; process only'})")
@@ -293,35 +305,55 @@ class Simulation:
 
     def _drive(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        driver = node.driver
-        while driver is not None and driver.has_ready():
-            rd = driver.ready()
-            store = node.store
-            assert store is not None
-            if rd.truncate_to is not None:
-                self.counters.truncations += 1
-                if self._cuts_committed(store, rd.truncate_to):
-                    self.fail(SafetyViolation,
-                              f"{node_id} truncates committed history at {rd.truncate_to}")
-            try:
-                applied = driver.apply(rd)
-            except SimCrash:
-                self._crash(node_id, "in a control or truncation write")
+        while node.free and (driver := node.driver) is not None and driver.has_ready():
+            if not self._apply_ready(node_id, driver.ready()):
                 return
-            except OSError as exc:  # the control file hit a full disk: fatal, restart
-                self.counters.fatal_io += 1
-                self._crash(node_id, f"fatal I/O error: {exc}")
-                return
-            except walstore.TruncateBelowCommit as exc:
-                self.fail(SafetyViolation, f"{node_id}: {exc}")
-            self._observe_commit(node_id)
-            for proposal in applied.committed:
-                self._check_acknowledged(node_id, proposal)
-            if applied.appended:
-                self._schedule_flush(node)
-            if driver.core.role is consensus.Role.LEADER:
-                self._observe_leader(node_id)
-            driver.leadership_lost()  # the proposers hear "unknown"
+
+    def _apply_ready(self, node_id: str, rd: consensus.Ready) -> bool:
+        """Apply RD as the trio loop does; False when the node crashed or now holds RD."""
+        node = self.nodes[node_id]
+        driver, store = node.driver, node.store
+        assert driver is not None and store is not None
+        if rd.truncate_to is not None:
+            if self._cuts_committed(store, rd.truncate_to):
+                self.fail(SafetyViolation,
+                          f"{node_id} truncates committed history at {rd.truncate_to}")
+        try:
+            applied = driver.apply(rd)
+        except SimCrash:
+            self._crash(node_id, "in a control or truncation write")
+            return False
+        except walstore.DiskFullError:
+            # The control file found the disk full: the loop holds RD, frozen, and retries.
+            node.held = rd
+            self.counters.held_readies += 1
+            self.log(f"DISK FULL {node_id}: control file; Ready held")
+            self.schedule(self.rng.randint(20, 80), "retry", (node_id, node.incarnation))
+            return False
+        except walstore.TruncateBelowCommit as exc:
+            self.fail(SafetyViolation, f"{node_id}: {exc}")
+        if rd.truncate_to is not None:
+            self.counters.truncations += 1
+        self._observe_commit(node_id)
+        for proposal in applied.committed:
+            self._check_acknowledged(node_id, proposal)
+        if applied.appended:
+            self._schedule_flush(node)
+        if driver.core.role is consensus.Role.LEADER:
+            self._observe_leader(node_id)
+        driver.leadership_lost()  # the proposers hear "unknown"
+        return True
+
+    def _retry_held(self, node: SimNode) -> None:
+        """The loop's retry of a held Ready; once applied, the node takes inputs again."""
+        rd, node.held = node.held, None
+        if rd is None or not self._apply_ready(node.node_id, rd):
+            return
+        self.log(f"DISK {node.node_id}: held Ready applied")
+        self._drive(node.node_id)
+        if node.free and node.inbox and not node.pass_scheduled:
+            node.pass_scheduled = True
+            self.schedule(0, "pass", (node.node_id, node.incarnation))
 
     def _schedule_flush(self, node: SimNode) -> None:
         if not node.flush_scheduled:
@@ -343,6 +375,7 @@ class Simulation:
             self.log(f"DISK FULL {node_id}: flush retried later")
             node.flush_scheduled = True
             self.schedule(self.rng.randint(20, 80), "flush", (node_id, node.incarnation))
+            self._hand_over_if_full(node)
             return
         except walstore.FsyncFailed as exc:  # EIO: what was written is of unknown fate
             self.counters.fatal_io += 1
@@ -352,6 +385,17 @@ class Simulation:
         report = store.durable()
         self.schedule(self.rng.randint(0, self.profile.report_max), "report",
                       (node_id, node.incarnation, report))
+
+    def _hand_over_if_full(self, node: SimNode) -> None:
+        """A leader whose disk is full hands leadership to a caught-up voter (the trio
+        loop's `_step_aside`)."""
+        driver = node.driver
+        if not node.free or driver is None or driver.core.role is not consensus.Role.LEADER:
+            return
+        target = driver.handover_target()
+        if target is not None and driver.core.transferee is None:
+            self.counters.full_handovers += 1
+            self._transfer(node.node_id, target)
 
     def _enqueue(self, node: SimNode, item: tuple[str, Any]) -> None:
         """Into the node loop's inbox: everything queued when a pass starts is applied
@@ -367,6 +411,8 @@ class Simulation:
         node.pass_scheduled = False
         driver = node.driver
         assert driver is not None
+        if node.held is not None:
+            return  # frozen: the inputs wait in the inbox until the held Ready is applied
         items, node.inbox = node.inbox, []
         for kind, item in items:
             if kind == "msg":
@@ -605,7 +651,8 @@ class Simulation:
             if node.driver is None or node.incarnation != incarnation:
                 return True
             if kind == "tick":
-                self._enqueue(node, ("tick", None))
+                if node.held is None:  # a node holding a Ready lets time stand
+                    self._enqueue(node, ("tick", None))
                 self.schedule(TICK_EVERY, "tick", (node_id, incarnation))
                 self._maybe_fault()
                 self._maybe_propose()
@@ -615,6 +662,8 @@ class Simulation:
                 self._flush(node_id)
             elif kind == "report":
                 self._enqueue(node, ("report", payload[2]))
+            elif kind == "retry":
+                self._retry_held(node)
         return True
 
     def _on_tick(self, node: SimNode) -> None:
@@ -627,10 +676,8 @@ class Simulation:
             except SimCrash:
                 self._crash(node.node_id, "writing the commit LSN")
                 return
-            except OSError as exc:
-                self.counters.fatal_io += 1
-                self._crash(node.node_id, f"fatal I/O error: {exc}")
-                return
+            except walstore.DiskFullError:
+                pass  # tried again at a later tick
         # The preferred-leader hand-over (agent/process.py), with the driver's rule.
         if (self.preferred is not None and self.preferred != node.node_id
                 and driver.caught_up(self.preferred) and self.rng.random() < 0.2):
@@ -652,6 +699,8 @@ class Simulation:
     def _transfer(self, leader: str, to: str) -> None:
         driver = self.nodes[leader].driver
         assert driver is not None
+        if not self.nodes[leader].free:
+            return
         try:
             driver.core.transfer_leadership(to)
         except (consensus.NotLeader, ValueError):
@@ -726,6 +775,8 @@ class Simulation:
         changes, one at a time)."""
         driver = self.nodes[leader].driver
         assert driver is not None
+        if not self.nodes[leader].free:
+            return
         current = driver.core.membership
         learners = sorted(current.learners)
         try:
@@ -762,7 +813,7 @@ class Simulation:
             return
         # Any node that believes it leads, a deposed one cut off from the rest included.
         leaders = [n for n in sorted(self.up) if (c := self.nodes[n].core) is not None
-                   and c.role is consensus.Role.LEADER]
+                   and c.role is consensus.Role.LEADER and self.nodes[n].free]
         if not leaders:
             return
         leader = self.rng.choice(leaders)
@@ -808,7 +859,7 @@ class Simulation:
                 if marker is None:
                     # One more proposal must commit everywhere after the heal.
                     leader = self._leader()
-                    if leader is not None:
+                    if leader is not None and self.nodes[leader].free:
                         driver = self.nodes[leader].driver
                         assert driver is not None
                         proposal = Proposal(b"after-heal")

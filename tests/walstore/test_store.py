@@ -196,7 +196,7 @@ def test_disk_full_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
         monkeypatch.setattr(os, "pwritev", short)
         monkeypatch.setattr(os, "pwrite", full)
-        with pytest.raises(walstore.DiskFullError, match="disk full"):
+        with pytest.raises(walstore.DiskFullError, match="no space left"):
             store.flush()
         assert store.flush_lsn == 100 and store.end_lsn == 200
         monkeypatch.setattr(os, "pwrite", real_pwrite)
