@@ -67,14 +67,7 @@ def answer(query: str, ctx: QueryContext) -> QueryAnswer:
     if lower == "select database()":
         return QueryAnswer(["DATABASE()"], [[None]])
     if match := _SET_USER_VAR.match(text):
-        name, value = match.group(1).lower(), _unquote(match.group(2))
-        if len(value) > MAX_USER_VAR_BYTES or (
-                name not in ctx.user_vars and len(ctx.user_vars) >= MAX_USER_VARS):
-            return QueryAnswer(error=(ER_OUT_OF_RESOURCES, (
-                f"Out of resources: at most {MAX_USER_VARS} user variables of "
-                f"{MAX_USER_VAR_BYTES} bytes per connection")))
-        ctx.user_vars[name] = value
-        return QueryAnswer()
+        return _set_user_var(match.group(1).lower(), _unquote(match.group(2)), ctx)
     if match := _SELECT_USER_VAR.match(text):
         name = match.group(1)
         return QueryAnswer([f"@{name}"], [[ctx.user_vars.get(name.lower())]])
@@ -99,6 +92,16 @@ def answer(query: str, ctx: QueryContext) -> QueryAnswer:
     return QueryAnswer(error=(ER_NOT_SUPPORTED_YET,
                               f"Binkeeper serves binlog only; statement not supported: "
                               f"{text[:200]}"))
+
+
+def _set_user_var(name: str, value: str, ctx: QueryContext) -> QueryAnswer:
+    if len(value) > MAX_USER_VAR_BYTES or (
+            name not in ctx.user_vars and len(ctx.user_vars) >= MAX_USER_VARS):
+        return QueryAnswer(error=(ER_OUT_OF_RESOURCES, (
+            f"Out of resources: at most {MAX_USER_VARS} user variables of "
+            f"{MAX_USER_VAR_BYTES} bytes per connection")))
+    ctx.user_vars[name] = value
+    return QueryAnswer()
 
 
 def _system_variable(name: str, ctx: QueryContext) -> str | None:

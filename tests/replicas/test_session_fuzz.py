@@ -7,6 +7,7 @@ amount of state."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 from hypothesis import HealthCheck, given, settings
@@ -70,7 +71,7 @@ def opening(kind: str) -> bytes:
 
 def cut(data: bytes, points: list[int]) -> list[bytes]:
     edges = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
