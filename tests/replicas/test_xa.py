@@ -87,8 +87,8 @@ async def test_xa_across_a_leader_kill_and_primary_restarts(tmp_path: Path) -> N
             primary.restart()  # clean shutdown: the prepared transaction survives it
             enable_semi_sync(primary)
             assert [row[3] for row in primary.query("XA RECOVER")] == [b"k2"]
-            await wait_until(lambda: _tailing_leader(cluster), 30, "the leader to tail the restarted primary",
-                             cluster.logs)
+            await wait_until(lambda: _tailing_leader(cluster), 30,
+                             "the leader to tail the restarted primary", cluster.logs)
             run(primary, "XA COMMIT 'k2'")
 
             run(primary, "XA START 'k3'", "INSERT INTO t VALUES (3, 3)", "XA END 'k3'",
@@ -97,8 +97,8 @@ async def test_xa_across_a_leader_kill_and_primary_restarts(tmp_path: Path) -> N
             primary.restart()
             enable_semi_sync(primary)
             assert [row[3] for row in primary.query("XA RECOVER")] == [b"k3"]
-            await wait_until(lambda: _tailing_leader(cluster), 30, "the leader to tail the recovered primary",
-                             cluster.logs)
+            await wait_until(lambda: _tailing_leader(cluster), 30,
+                             "the leader to tail the recovered primary", cluster.logs)
             run(primary, "XA ROLLBACK 'k3'")
             run(primary, "INSERT INTO t VALUES (4, 4)")
 
