@@ -38,6 +38,7 @@ log = logging.getLogger("binkeeper.replicas")
 SERVER_VERSION = "5.5.5-10.11.99-MariaDB-binkeeper"
 HANDSHAKE_TIMEOUT = 10.0
 READ_BYTES = 256 << 10  # records read from the log per send
+READ_THREADS = 4
 DEFAULT_HEARTBEAT = 30.0
 BINLOG_DUMP_NON_BLOCK = 0x01
 ER_CON_COUNT = 1040
@@ -86,6 +87,9 @@ class ReplicationServer:
         self.store = store
         self.server_id = server_id
         self.status = ReplicationServerStatus()
+        # Threads reading the log for replicas: a few, so many replicas cannot take every
+        # thread (the WAL's fsync worker uses trio's default limiter).
+        self._readers = trio.CapacityLimiter(READ_THREADS)
         self._ids = itertools.count(1)
         self.port: int | None = None
 
@@ -198,7 +202,11 @@ class ReplicationServer:
         while True:
             commit = self.node.commit_lsn
             try:
-                events, done = binlog.read(commit, READ_BYTES)
+                # Off the event loop: a cold read from disk must not delay heartbeats and
+                # commits. Safe in a thread: only committed records are read, and those are
+                # never truncated; the stream's state belongs to this connection alone.
+                events, done = await trio.to_thread.run_sync(
+                    binlog.read, commit, READ_BYTES, limiter=self._readers)
             except (DumpError, walstore.WalError) as exc:
                 # e.g. a record that fails its checksum: never served, the replica told why
                 self.status.errors += 1
