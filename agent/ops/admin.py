@@ -14,6 +14,7 @@ at a time, learner not caught up) is a 409. Handlers reach a timeline only throu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,11 @@ from agent.node.handle import (
 )
 
 TRANSFER_TIMEOUT = 10.0
+MAX_BODY = 64 << 10  # an admin request is a few dozen bytes; more is refused (413)
+
+
+class BodyTooLarge(Exception):
+    pass
 
 # Finds the timeline a path names (its id or its name), or None.
 TimelineLookup = Callable[[str], TimelineHandle | None]
@@ -40,9 +46,15 @@ def admin_routes(lookup: TimelineLookup) -> list[Route]:
         return JSONResponse({"error": text, **extra}, status_code=status)
 
     async def body_of(request: Request) -> dict[str, Any] | None:
+        """The JSON object in the body, None if it is not one; read at most MAX_BODY bytes."""
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_BODY:
+                raise BodyTooLarge
         try:
-            body = await request.json()
-        except ValueError:
+            body = json.loads(data)
+        except ValueError:  # also UnicodeDecodeError
             return None
         return body if isinstance(body, dict) else None
 
@@ -86,7 +98,16 @@ def admin_routes(lookup: TimelineLookup) -> list[Route]:
             return error(400, 'expected JSON {"to": NODE_ID}')
         return await answered(timeline.transfer_leadership(body["to"], TRANSFER_TIMEOUT))
 
+    def bounded(endpoint: Callable[[Request], Awaitable[JSONResponse]]
+                ) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def guarded(request: Request) -> JSONResponse:
+            try:
+                return await endpoint(request)
+            except BodyTooLarge:
+                return error(413, f"request body over {MAX_BODY} bytes")
+        return guarded
+
     return [
-        Route("/v1/timelines/{timeline}/members", members, methods=["GET", "POST"]),
-        Route("/v1/timelines/{timeline}/transfer", transfer, methods=["POST"]),
+        Route("/v1/timelines/{timeline}/members", bounded(members), methods=["GET", "POST"]),
+        Route("/v1/timelines/{timeline}/transfer", bounded(transfer), methods=["POST"]),
     ]

@@ -16,8 +16,9 @@ from tests.support.cluster import Cluster, wait_until
 LOAD = ["--synthetic-load", "100:200:2"]
 
 
-def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+def post(url: str, body: dict[str, Any] | bytes) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST",
                                      headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=20) as response:
@@ -54,6 +55,11 @@ async def test_add_learner_promote_remove_and_transfer(tmp_path: Path) -> None:
                            ({"action": "promote"}, "id")):
             status, body = await trio.to_thread.run_sync(post, members_url, bad)
             assert status == 400 and field in body["error"], (bad, status, body)
+        status, body = await trio.to_thread.run_sync(post, members_url, b"\xff\xfe{")
+        assert status == 400, body  # not UTF-8, not JSON
+        status, body = await trio.to_thread.run_sync(
+            post, members_url, {"action": "remove", "id": "a9", "pad": "x" * (100 << 10)})
+        assert status == 413 and "over 65536 bytes" in body["error"]
         before = commit(cluster, leader)
         await wait_until(lambda: commit(cluster, leader) > before + 2000, 15,
                          "commits after the bad requests", cluster.logs)
