@@ -23,10 +23,12 @@ this agent buffer without bound (DESIGN.md invariant 6).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +107,7 @@ class PeerTransport:
         self.refused_inbound = 0  # handshakes refused: TLS, certificate, Hello
         self.broken_inbound = 0  # connections closed for a protocol error after the handshake
         self._nursery: trio.Nursery | None = None
+        self._complain = Throttled(log)
         self._server_tls: ssl.SSLContext | None = None
         self._client_tls: ssl.SSLContext | None = None
         if config.tls is not None:
@@ -226,14 +229,17 @@ class PeerTransport:
                         link.last_error = f"{type(error).__name__}: {error}"
                     except* wire.ProtocolError as group:
                         link.last_error = f"protocol error: {group.exceptions[0]}"
-                        log.warning("peer %s broke the protocol: %s", link.peer_id,
-                                    group.exceptions[0])
+                        self._complain(logging.WARNING, link.peer_id, "protocol",
+                                       "peer %s broke the protocol: %s", link.peer_id,
+                                       group.exceptions[0])
                     except* TlsRefused as group:  # e.g. a certificate from another CA
                         link.last_error = str(group.exceptions[0])
-                        log.error("TLS with %s failed: %s", link.peer_id, link.last_error)
+                        self._complain(logging.ERROR, link.peer_id, "tls",
+                                       "TLS with %s failed: %s", link.peer_id, link.last_error)
                     except* PeerRefused as group:
                         link.last_error = str(group.exceptions[0])
-                        log.error("peer %s refused us: %s", link.peer_id, link.last_error)
+                        self._complain(logging.ERROR, link.peer_id, "refused",
+                                       "peer %s refused us: %s", link.peer_id, link.last_error)
                     finally:
                         if link.connected:
                             log.info("lost %s: %s", link.peer_id, link.last_error)
@@ -315,7 +321,9 @@ class PeerTransport:
             stream = trio.SSLStream(plain, self._server_tls, server_side=True)
         async with stream:
             conn = wire.PeerConnection("server")
-            peer_id = _remote(plain)
+            remote = _remote(plain)
+            host = remote.rpartition(":")[0]
+            peer_id = "?"
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT):
                     proven: str | None = None
@@ -348,18 +356,24 @@ class PeerTransport:
                 )
                 if reason is not None:
                     self.refused_inbound += 1
-                    log.warning("refused connection from %r: %s", peer_id, reason)
+                    self._complain(logging.WARNING, host, "refused",
+                                   "refused connection from %r (%s): %s", peer_id, remote,
+                                   reason)
                     return
                 await self._pump_in(stream, conn, peer_id)
             except TlsRefused as exc:
                 self.refused_inbound += 1
-                log.warning("refused connection from %s: %s", peer_id, exc)
+                self._complain(logging.WARNING, host, "tls",
+                               "refused connection from %s: %s", remote, exc)
             except wire.ProtocolError as exc:
                 self.broken_inbound += 1
-                log.warning("closing connection from %s: protocol error: %s", peer_id, exc)
+                self._complain(logging.WARNING, host, "protocol",
+                               "closing connection from %s (%s): protocol error: %s",
+                               peer_id, remote, exc)
             except translate.TranslationError as exc:
                 self.broken_inbound += 1
-                log.warning("closing connection from %s: %s", peer_id, exc)
+                self._complain(logging.WARNING, host, "protocol",
+                               "closing connection from %s (%s): %s", peer_id, remote, exc)
             except (OSError, trio.BrokenResourceError, trio.TooSlowError):
                 pass
 
@@ -400,6 +414,30 @@ class PeerTransport:
 
 class PeerRefused(Exception):
     pass
+
+
+class Throttled:
+    """Log a repeated complaint once a minute per key (a peer, a remote host), with how
+    many were held back: a hostile or misconfigured client that reconnects in a loop must
+    not flood the log, yet the first of each kind is seen at once."""
+
+    PERIOD = 60.0
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def __call__(self, level: int, key: str, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        last, held = self._last.get((key, kind), (-math.inf, 0))
+        if now - last < self.PERIOD:
+            self._last[(key, kind)] = (last, held + 1)
+            return
+        if len(self._last) > 10_000:  # bounded, whoever connects
+            self._last.clear()
+        self._last[(key, kind)] = (now, 0)
+        suffix = f" ({held} more like it in the last minute)" if held else ""
+        self._log.log(level, message + suffix, *args)
 
 
 class TlsRefused(Exception):

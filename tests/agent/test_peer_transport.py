@@ -3,14 +3,16 @@ from the caller, and the ends the kernel did not take finished by the sending ta
 
 from __future__ import annotations
 
+import logging
 import random
 import tomllib
 
+import pytest
 import trio
 
 import consensus
 from agent.config import parse_config
-from agent.node.transport import QUEUE_BYTES, PeerTransport
+from agent.node.transport import QUEUE_BYTES, PeerTransport, Throttled
 from tests.support.cluster import free_port
 
 RECORD = 1 << 20
@@ -78,3 +80,20 @@ async def test_a_peer_that_takes_nothing_never_makes_the_queue_grow_past_its_bou
     assert link.queued_bytes <= QUEUE_BYTES
     kept = link.send_channel.statistics().current_buffer_used
     assert kept == QUEUE_BYTES // (RECORD + 64) and link.dropped == 40 - kept
+
+
+def test_repeated_complaints_are_logged_once_a_minute(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("agent.node.transport.time.monotonic", lambda: clock[0])
+    complain = Throttled(logging.getLogger("throttle-test"))
+    with caplog.at_level(logging.WARNING, "throttle-test"):
+        for _ in range(50):  # a client reconnecting in a loop
+            complain(logging.WARNING, "10.0.0.9", "tls", "refused %s", "10.0.0.9:1")
+        complain(logging.WARNING, "10.0.0.9", "protocol", "broke %s", "it")  # another kind
+        complain(logging.WARNING, "10.0.0.8", "tls", "refused %s", "10.0.0.8:1")  # another host
+        clock[0] += 61
+        complain(logging.WARNING, "10.0.0.9", "tls", "refused %s", "10.0.0.9:2")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused 10.0.0.9:1", "broke it", "refused 10.0.0.8:1",
+        "refused 10.0.0.9:2 (49 more like it in the last minute)"]
