@@ -157,8 +157,10 @@ class NodeDriver(Generic[P]):
         return applied
 
     def caught_up(self, member: str) -> bool:
-        """While leading: MEMBER is a voter streaming within one batch of this log (ready
-        to take leadership without a pause: the preferred-leader hand-over's rule)."""
+        """While leading: MEMBER is a voter streaming within one batch of this log and heard
+        from in this election timeout (ready to take leadership without a pause: the
+        preferred-leader hand-over's rule). A member frozen because its disk is full does
+        not answer, so leadership is not handed to it again and again."""
         core = self.core
         progress = core.progress.get(member)
         return (
@@ -167,6 +169,7 @@ class NodeDriver(Generic[P]):
             and progress is not None
             and progress.state is consensus.ProgressState.REPLICATE
             and not progress.rebuilding
+            and progress.recent_active
             and core.log.last_lsn() - progress.match_lsn <= core.config.max_batch_bytes
         )
 
