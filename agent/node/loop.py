@@ -378,7 +378,8 @@ class TimelineNode:
     def _flush_inline(self) -> bool:
         """Write and fsync a small batch here; False: leave it to the worker."""
         store = self.store
-        if (store.syncing or store.unflushed_bytes > INLINE_FLUSH_BYTES
+        if (store.syncing or self.disk_error is not None  # full: the worker's backoff retries
+                or store.unflushed_bytes > INLINE_FLUSH_BYTES
                 or self._flush_seconds > INLINE_FLUSH_SLOW
                 or self._inbox.statistics().current_buffer_used
                 or trio.lowlevel.current_statistics().tasks_runnable):
@@ -436,6 +437,7 @@ class TimelineNode:
                 self._disk_full(exc)  # retried at the next interval
             else:
                 self.driver.persisted_commit = commit
+                self._disk_ok()
             self._last_commit_persist = time.monotonic()
 
     @staticmethod
