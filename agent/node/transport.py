@@ -417,25 +417,34 @@ class PeerRefused(Exception):
 
 
 class Throttled:
-    """Log a repeated complaint once a minute per key (a peer, a remote host), with how
-    many were held back: a hostile or misconfigured client that reconnects in a loop must
+    """Log repeated complaints sparingly: the same complaint (key, kind, text) once a minute
+    with how many were held back, and at most PER_KEY different ones a minute per key (a
+    peer, a remote host). A hostile or misconfigured client that reconnects in a loop must
     not flood the log, yet the first of each kind is seen at once."""
 
     PERIOD = 60.0
+    PER_KEY = 10
 
     def __init__(self, logger: logging.Logger) -> None:
         self._log = logger
         self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._per_key: dict[str, tuple[float, int]] = {}
 
     def __call__(self, level: int, key: str, kind: str, message: str, *args: Any) -> None:
         now = time.monotonic()
-        last, held = self._last.get((key, kind), (-math.inf, 0))
-        if now - last < self.PERIOD:
-            self._last[(key, kind)] = (last, held + 1)
+        what = (key, f"{kind}:{message % args}")
+        last, held = self._last.get(what, (-math.inf, 0))
+        window, logged = self._per_key.get(key, (now, 0))
+        if now - window >= self.PERIOD:
+            window, logged = now, 0
+        if now - last < self.PERIOD or logged >= self.PER_KEY:
+            self._last[what] = (last, held + 1)
             return
         if len(self._last) > 10_000:  # bounded, whoever connects
             self._last.clear()
-        self._last[(key, kind)] = (now, 0)
+            self._per_key.clear()
+        self._last[what] = (now, 0)
+        self._per_key[key] = (window, logged + 1)
         suffix = f" ({held} more like it in the last minute)" if held else ""
         self._log.log(level, message + suffix, *args)
 

@@ -92,8 +92,11 @@ def test_repeated_complaints_are_logged_once_a_minute(
             complain(logging.WARNING, "10.0.0.9", "tls", "refused %s", "10.0.0.9:1")
         complain(logging.WARNING, "10.0.0.9", "protocol", "broke %s", "it")  # another kind
         complain(logging.WARNING, "10.0.0.8", "tls", "refused %s", "10.0.0.8:1")  # another host
+        for claimed in range(30):  # a different complaint each time: 10 a minute per host
+            complain(logging.WARNING, "10.0.0.7", "refused", "node %r refused", f"n{claimed}")
         clock[0] += 61
-        complain(logging.WARNING, "10.0.0.9", "tls", "refused %s", "10.0.0.9:2")
-    assert [r.getMessage() for r in caplog.records] == [
-        "refused 10.0.0.9:1", "broke it", "refused 10.0.0.8:1",
-        "refused 10.0.0.9:2 (49 more like it in the last minute)"]
+        complain(logging.WARNING, "10.0.0.9", "tls", "refused %s", "10.0.0.9:1")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[:3] == ["refused 10.0.0.9:1", "broke it", "refused 10.0.0.8:1"]
+    assert messages[3:13] == [f"node 'n{i}' refused" for i in range(10)]
+    assert messages[13:] == ["refused 10.0.0.9:1 (49 more like it in the last minute)"]
