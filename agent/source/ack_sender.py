@@ -38,6 +38,8 @@ class AckSender:
         Raises OSError if the connection is broken.
         """
         with self._cond:
+            if self._closed:
+                return  # the session ended: its stream is closed or closing
             self.posted += 1
             if (self._send_nowait is not None and not self._busy and self._latest is None
                     and not self._rest):
@@ -58,6 +60,8 @@ class AckSender:
             self._cond.notify()
 
     def close(self) -> None:
+        """End the thread: `run` returns once its write in hand, if any, is done (closing
+        the connection ends a write that blocks)."""
         with self._cond:
             self._closed = True
             self._cond.notify()

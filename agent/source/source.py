@@ -8,6 +8,12 @@ the queue's committed head, in order, and only then sends the primary the semi-s
 for it — so the client's COMMIT returns only once a majority of agents has the
 transaction on disk, and as soon as the node loop learns it.
 
+Threads: each session runs its threads (connect, read, ACK) on a CapacityLimiter of its own,
+never trio's default one, which the WAL's fsync worker uses; they are never abandoned. Ending
+a session (leadership lost, an error, shutdown) stops them — the replication socket is shut
+down, the reader's wait for room released, the ACK thread closed — and waits for them, so
+when `_session()` returns no thread of it still runs or touches the stream.
+
 Resuming: every session starts after the newest GTID of each domain in this leader's log,
 so nothing is skipped and nothing is stored twice; a transaction the primary sends again
 (already in the log) is not appended again but still acknowledged once committed.
@@ -19,9 +25,10 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 import trio
@@ -49,6 +56,11 @@ QUEUE = 256  # transactions read ahead of the quorum
 # A transaction's way through the leader: read whole from the primary (worker thread) ->
 # handed to the quorum on the event loop -> committed by the quorum -> ACK written.
 STAGES = ("read_to_append", "append_to_commit", "commit_to_ack", "read_to_ack")
+SESSION_THREADS = 2  # a session's threads at once: connect, then read and ACK
+# Thread names (15 characters at most: the OS keeps no more).
+CONNECT_THREAD, READ_THREAD, ACK_THREAD = "bk-source-conn", "bk-source-read", "bk-source-ack"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -89,7 +101,6 @@ class MariaDBSource:
         self.store = store
         self.server_id = config.server_id or derived_server_id(node_id)
         self.status = SourceStatus()
-        self._room = threading.Semaphore(QUEUE)
 
     async def run(self) -> None:
         backoff = 0.1
@@ -123,36 +134,37 @@ class MariaDBSource:
     async def _session(self) -> None:
         stream = ReplicationStream(self.config.host, self.config.port, self.config.user,
                                    self.config.password, self.server_id)
-        session: _Session | None = None
+        limiter = trio.CapacityLimiter(SESSION_THREADS)
         try:
-            await trio.to_thread.run_sync(stream.connect, self._gtid_state())
+            await run_in_thread(partial(stream.connect, self._gtid_state()),
+                                name=CONNECT_THREAD, limiter=limiter, unblock=stream.close)
             self.status.connected = True
             self.status.sessions += 1
             self.status.error = None
-            self._room = threading.Semaphore(QUEUE)
             sender = AckSender(stream.ack_packet, stream.send_raw, stream.send_raw_nowait)
             # Nothing is acknowledged before this leader's whole log is committed.
-            session = _Session(sender, log_end=self.store.end_lsn)
+            session = _Session(stream, sender, limiter, log_end=self.store.end_lsn)
             listener = partial(self._ack_committed, session)
             self.node.add_commit_listener(listener)
             try:
+                # Any task's end cancels the others; each thread's task then stops its
+                # thread and waits for it, so the nursery closes with none running.
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch_leadership, nursery.cancel_scope)
-                    nursery.start_soon(self._send_acks, sender)
-                    nursery.start_soon(self._read_thread, stream, session)
+                    nursery.start_soon(self._send_acks, session)
+                    nursery.start_soon(self._read_thread, session)
                     await session.failed.wait()
                     assert session.error is not None
                     raise session.error
             finally:
+                session.stop()
                 self.node.remove_commit_listener(listener)
         finally:
-            if session is not None:
-                session.closed = True
-            stream.close()  # also unblocks the reading thread
+            stream.close()
 
-    async def _read_thread(self, stream: ReplicationStream, session: _Session) -> None:
+    async def _read_thread(self, session: _Session) -> None:
         token = trio.lowlevel.current_trio_token()
-        room = self._room
+        stream, room = session.stream, session.room
         last_meta = self.store.last_binlog_meta()
         last_position = BinlogMeta.decode(last_meta.payload).position if last_meta else None
 
@@ -171,9 +183,19 @@ class MariaDBSource:
 
         def hand_over(item: _Item) -> None:
             room.acquire()  # at most QUEUE transactions read ahead of the quorum
+            if session.closed:  # stop() released the room to wake this thread
+                raise _Stopped
             token.run_sync_soon(deliver, item)
 
         def loop() -> None:
+            try:
+                read()
+            except Exception:
+                if not session.closed:
+                    raise
+                # Stopped: the error is the closed socket or _Stopped; nothing to report.
+
+        def read() -> None:
             nonlocal last_position
             grouper = TransactionGrouper()
             while True:
@@ -208,7 +230,8 @@ class MariaDBSource:
                                     pieces=transaction.pieces(PIECE_SIZE),
                                     read_at=time.perf_counter()))
 
-        await trio.to_thread.run_sync(loop, abandon_on_cancel=True)
+        await run_in_thread(loop, name=READ_THREAD, limiter=session.limiter,
+                            unblock=session.stop)
 
     def _append(self, item: _Item) -> None:
         if item.meta is not None:
@@ -228,11 +251,16 @@ class MariaDBSource:
             item.waiters.append(self.node.submit(
                 piece, gtid=transaction.gtid if last else None, continued=not last))
 
-    async def _send_acks(self, sender: AckSender) -> None:
-        try:
-            await trio.to_thread.run_sync(sender.run, abandon_on_cancel=True)
-        finally:
-            sender.close()
+    async def _send_acks(self, session: _Session) -> None:
+        def send() -> None:
+            try:
+                session.sender.run()
+            except Exception:
+                if not session.closed:
+                    raise  # a write failed: the session ends with it
+
+        await run_in_thread(send, name=ACK_THREAD, limiter=session.limiter,
+                            unblock=session.stop)
 
     def _ack_committed(self, session: _Session, commit_lsn: int) -> None:
         """Acknowledge, in order, every item the quorum has committed. Runs on the node loop
@@ -282,22 +310,72 @@ class MariaDBSource:
         scope.cancel()
 
 
-class _Session:
-    """One connection to the primary: what awaits the quorum, and how to acknowledge it."""
+class _Stopped(Exception):
+    """The session was stopped while its reading thread waited for room."""
 
-    def __init__(self, sender: AckSender, *, log_end: int) -> None:
+
+class _Session:
+    """One connection to the primary: what awaits the quorum, how to acknowledge it, and
+    the threads that do it."""
+
+    def __init__(self, stream: ReplicationStream, sender: AckSender,
+                 limiter: trio.CapacityLimiter, *, log_end: int) -> None:
+        self.stream = stream
         self.sender = sender
+        self.limiter = limiter  # this session's threads only
+        self.room = threading.Semaphore(QUEUE)
         self.log_end = log_end
         self.pending: collections.deque[_Item] = collections.deque()  # in binlog order
         self.closed = False
         self.error: BaseException | None = None
         self.failed = trio.Event()
 
+    def stop(self) -> None:
+        """Make the session's threads return soon; never blocks, may run more than once."""
+        if self.closed:
+            return
+        self.closed = True  # first: the threads read it once woken
+        self.sender.close()
+        self.stream.close()  # ends a blocked read or ACK write
+        self.room.release()  # wakes a reader waiting for room
+
     def fail(self, error: BaseException) -> None:
         """End the session with ERROR (raised by its task, off the node loop)."""
         if self.error is None:
             self.error = error
         self.failed.set()
+
+
+async def run_in_thread(fn: Callable[[], T], *, name: str, limiter: trio.CapacityLimiter,
+                        unblock: Callable[[], None]) -> T:
+    """FN in a worker thread of LIMITER, never abandoned: when the caller is cancelled,
+    UNBLOCK (which must not block) makes FN return soon, and this waits until it has.
+
+    An error FN raises once unblocked is the unblocking's doing: Cancelled is raised instead.
+    """
+    finished = False
+    unblocked = False
+
+    async def unblock_on_cancel() -> None:
+        nonlocal unblocked
+        try:
+            await trio.sleep_forever()
+        finally:
+            if not finished:
+                unblocked = True
+                unblock()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(unblock_on_cancel)
+        try:
+            return await trio.to_thread.run_sync(fn, thread_name=name, limiter=limiter)
+        except Exception:
+            if unblocked or trio.current_effective_deadline() == float("-inf"):
+                await trio.lowlevel.checkpoint()  # raises Cancelled
+            raise
+        finally:
+            finished = True
+            nursery.cancel_scope.cancel()
 
 
 def _ack_of(item: StreamEvent) -> tuple[str, int] | None:

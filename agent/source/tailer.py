@@ -84,13 +84,17 @@ class ReplicationStream:
         self.server_id = server_id
         self.conn: pymysql.Connection | None = None
         self.file_name = ""
+        self.closed = False  # close() was called: a thread still using the stream must stop
 
     def connect(self, gtid_state: str) -> None:
         """Check the primary, register as a semi-sync replica, start dumping after GTID_STATE."""
+        # Deferred, so that close() from the event loop can reach the socket mid-handshake.
         conn = pymysql.connect(host=self.host, port=self.port, user=self.user,
                                password=self.password, autocommit=True, connect_timeout=10,
-                               read_timeout=None)
+                               read_timeout=None, defer_connect=True)
         self.conn = conn
+        conn.connect()
+        self._check_open(conn)
         with conn.cursor() as cursor:
             cursor.execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN ("
                            "'rpl_semi_sync_master_enabled','rpl_semi_sync_master_wait_point',"
@@ -116,8 +120,18 @@ class ReplicationStream:
         register_replica(conn, self.server_id)
         # flags: blocking, and send ANNOTATE_ROWS events too, so the stream is the binlog
         start_dump(conn, self.server_id, BINLOG_SEND_ANNOTATE_ROWS_EVENT)
+        self._check_open(conn)
         log.info("tailing %s:%d as semi-sync replica %d from GTID %r",
                  self.host, self.port, self.server_id, gtid_state)
+
+    def _check_open(self, conn: pymysql.Connection) -> None:
+        """Raise if close() ran while CONN was connecting (it may have missed the socket)."""
+        if self.closed:
+            try:
+                conn.close()
+            except Exception:
+                pass
+            raise ReplicationError("closed while connecting")
 
     def read(self) -> StreamEvent:
         """The next event; blocks until the primary sends one."""
@@ -156,7 +170,8 @@ class ReplicationStream:
     def _socket(self) -> socket.socket:
         conn = self.conn
         if conn is None or conn._sock is None:
-            raise ReplicationError("not connected")
+            # An OSError, as a failed write would be: an ACK's sender handles those.
+            raise ConnectionError("not connected to the primary")
         sock: socket.socket = conn._sock
         return sock
 
@@ -173,8 +188,10 @@ class ReplicationStream:
 
         The reading thread may be inside a blocking read: PyMySQL's close would wait for
         its buffered reader's lock until the next packet arrives (up to the heartbeat
-        period), stalling the event loop. Shutting the socket down first ends that read.
+        period), stalling the event loop. Shutting the socket down first ends that read, and
+        a blocked ACK write.
         """
+        self.closed = True
         conn = self.conn
         self.conn = None
         if conn is None:
