@@ -71,7 +71,7 @@ class Agent:
         self.store = walstore.WalStore.open(self.timeline_dir)
         try:
             cons = config.consensus
-            self.transport = PeerTransport(config, self._deliver)
+            self.transport = PeerTransport(config, self._deliver, self._inbox_room)
             self.node = TimelineNode(
                 node_id=config.node_id,
                 initial_membership=initial_membership(config),
@@ -161,6 +161,10 @@ class Agent:
     def _deliver(self, msg: Any) -> None:
         assert self.node is not None
         self.node.deliver(msg)
+
+    async def _inbox_room(self) -> None:
+        assert self.node is not None
+        await self.node.wait_inbox_room()
 
     def _timeline_status(self) -> dict[str, Any]:
         return {

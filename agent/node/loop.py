@@ -29,6 +29,7 @@ import trio
 
 import consensus
 import walstore
+from agent.node import translate
 from agent.node.driver import Applied, NodeDriver
 
 log = logging.getLogger("binkeeper.timeline")
@@ -50,6 +51,9 @@ DISK_RETRY_FIRST = 0.1
 DISK_RETRY_MAX = 1.0
 # A leader with a full disk offers leadership to a caught-up voter at most this often.
 STEP_ASIDE_INTERVAL = 1.0
+# Peer messages waiting for the loop: past either bound, peer receivers stop reading.
+INBOX_MESSAGES = 4096
+INBOX_BYTES = 64 << 20
 
 
 class CommitOutcomeUnknown(Exception):
@@ -90,6 +94,7 @@ class _StepAside:
 @dataclass(frozen=True)
 class _Message:
     msg: Any
+    size: int  # what it counts against INBOX_BYTES
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,15 @@ class TimelineNode:
             on_membership=on_membership)
         self.core = self.driver.core
         control = store.control
+        # Unbounded as a channel — timers, the fsync worker and proposers must never block
+        # on it (proposals are bounded by their producers) — but peer messages are counted
+        # and their receivers wait for room (wait_inbox_room).
         self._inbox_send, self._inbox = trio.open_memory_channel[object](math.inf)
+        self._inbox_messages = 0
+        self._inbox_bytes = 0
+        self._inbox_room = trio.Event()
+        self._inbox_room.set()
+        self.inbox_waits = 0
         self._dirty = trio.Event()
         self._last_commit_persist = 0.0
         self._persist_due = trio.Event()
@@ -146,7 +159,20 @@ class TimelineNode:
     # ---- inputs from other tasks -------------------------------------------------------
 
     def deliver(self, msg: Any) -> None:
-        self._inbox_send.send_nowait(_Message(msg))
+        size = translate.message_size(msg)
+        self._inbox_messages += 1
+        self._inbox_bytes += size
+        if self._inbox_messages >= INBOX_MESSAGES or self._inbox_bytes >= INBOX_BYTES:
+            self._inbox_room = trio.Event()
+        self._inbox_send.send_nowait(_Message(msg, size))
+
+    async def wait_inbox_room(self) -> None:
+        """Returns when peer messages may be delivered again. Peer receivers wait here
+        before reading more: while the loop is behind (a slow disk, a Ready held on a full
+        one) the inbox stays bounded and TCP pushes back on the senders."""
+        while self._inbox_messages >= INBOX_MESSAGES or self._inbox_bytes >= INBOX_BYTES:
+            self.inbox_waits += 1
+            await self._inbox_room.wait()
 
     async def propose(
         self, payload: bytes, *, gtid: str | None = None, continued: bool = False
@@ -269,6 +295,10 @@ class TimelineNode:
     def _apply(self, item: object) -> None:
         core = self.core
         if isinstance(item, _Message):
+            self._inbox_messages -= 1
+            self._inbox_bytes -= item.size
+            if self._inbox_messages < INBOX_MESSAGES and self._inbox_bytes < INBOX_BYTES:
+                self._inbox_room.set()
             core.step(item.msg)
         elif isinstance(item, _Tick):
             core.tick()

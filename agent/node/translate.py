@@ -168,3 +168,8 @@ def _check_membership(entry: consensus.Entry, where: str) -> None:
 
 def sender_of(msg: Any) -> str:
     return str(getattr(msg, SENDER_FIELD[type(msg)]))
+
+
+def message_size(msg: Any) -> int:
+    """What a message costs while it waits in a queue: its record payloads, plus a little."""
+    return 64 + sum(len(entry.payload) for entry in getattr(msg, "entries", ()))

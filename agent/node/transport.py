@@ -29,7 +29,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,10 +82,7 @@ class PeerLink:
 
 def _size(item: Any) -> int:
     """What an item queued for a peer costs: its record payloads, plus a little."""
-    if isinstance(item, _Unsent):
-        return len(item.data)
-    entries = getattr(item, "entries", ())
-    return 64 + sum(len(entry.payload) for entry in entries)
+    return len(item.data) if isinstance(item, _Unsent) else translate.message_size(item)
 
 
 @dataclass(frozen=True)
@@ -96,9 +93,13 @@ class _Unsent:
 
 
 class PeerTransport:
-    def __init__(self, config: Config, deliver: Callable[[Any], None]) -> None:
+    def __init__(self, config: Config, deliver: Callable[[Any], None],
+                 room: Callable[[], Awaitable[None]] | None = None) -> None:
+        """DELIVER takes each message received; ROOM, awaited before each read, holds the
+        receivers back while the node's inbox is full."""
         self.config = config
         self._deliver = deliver
+        self._room = room
         self.links: dict[str, PeerLink] = {}
         for peer in config.peers:
             send, receive = trio.open_memory_channel[Any](QUEUE_MESSAGES)
@@ -381,6 +382,8 @@ class PeerTransport:
         self, stream: trio.abc.Stream, conn: wire.PeerConnection, peer_id: str
     ) -> None:
         while True:
+            if self._room is not None:
+                await self._room()
             data = await stream.receive_some(1 << 16)
             if not data:
                 return
