@@ -33,6 +33,8 @@ def render(status: dict[str, Any]) -> str:
             f"role {tl['role']}, leader {tl['leader'] or '-'}, commit_lsn {tl['commit_lsn']}, "
             f"flush_lsn {tl['flush_lsn']}, committed_gtid {tl.get('committed_gtid') or '-'}"
         )
+        if tl.get("disk_full"):
+            lines.append(f"  DISK FULL: not acknowledging ({tl.get('disk_error')})")
         lines.append(f"  {'member':<12} {'role':<8} {'flush_lsn':>14} {'match_lsn':>14}")
         for member in tl.get("members", []):
             flush = member.get("flush_lsn")

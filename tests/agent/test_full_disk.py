@@ -80,6 +80,9 @@ async def fill_and_recover(cluster: Cluster, victim: str) -> None:
     errors = [line for line in full.log_path.read_text().splitlines()
               if "ERROR" in line and "no space left" in line]
     assert len(errors) == 1, errors  # one clear error, not one per retry
+    shown = subprocess.run([sys.executable, "-m", "agent", "status", "--url", full.url],
+                           capture_output=True, text=True, timeout=60)
+    assert "DISK FULL: not acknowledging" in shown.stdout, (shown.stdout, shown.stderr)
 
     ballast.unlink()
     freed, target = time.monotonic(), commit(cluster.agents[leader])
