@@ -90,6 +90,19 @@ def gtid_of(event: Event) -> tuple[str, int]:
     return str(Gtid(domain_id, event.server_id, seq_no)), flags
 
 
+def gtid_list_of(event: Event) -> list[Gtid]:
+    """The GTIDs a GTID_LIST event names: at the start of a binlog file, the newest GTID of
+    each (domain, server id) in the files before it."""
+    body = event.body
+    if len(body) < 4:
+        raise BinlogEventError("GTID_LIST event too short")
+    count = struct.unpack_from("<I", body)[0] & (GTID_LIST_UNTIL_REACHED - 1)  # flags above
+    if len(body) < 4 + 16 * count:
+        raise BinlogEventError(f"GTID_LIST event too short for {count} GTIDs")
+    return [Gtid(domain, server_id, seq_no)
+            for domain, server_id, seq_no in struct.iter_unpack("<IIQ", body[4:4 + 16 * count])]
+
+
 def query_text(event: Event, checksum: bool = True) -> bytes:
     """The SQL text of a QUERY event."""
     body = event.body[:-4] if checksum else event.body

@@ -28,6 +28,7 @@ from agent.binlog.events import (
     ROTATE,
     BinlogEventError,
     Event,
+    gtid_list_of,
     make_event,
     next_pos_of,
     restamped,
@@ -84,7 +85,8 @@ class BinlogStream:
         self.events_sent = 0
         self.bytes_sent = 0
         self.last_gtid: str | None = None
-        self._skip: dict[int, int] = {}  # domain -> sequence number already held
+        # domain -> end LSN of the replica's GTID: its transactions up to there are held
+        self._skip_upto: dict[int, int] = {}
         self._skip_before: BinlogPosition | None = None  # file/position mode
         self._until: dict[int, walstore.Gtid] | None = None
         self._position_gtids: dict[int, walstore.Gtid] = {}  # per domain: newest sent or held
@@ -93,25 +95,73 @@ class BinlogStream:
     # ---- where to start -------------------------------------------------------------------
 
     def start_by_gtid(self, state_text: str, commit_lsn: int) -> list[bytes]:
+        """Start where MariaDB would for @slave_connect_state STATE_TEXT (sql_repl.cc,
+        gtid_find_binlog_file): no later than the first transaction any domain still needs —
+        after the replica's GTID in each domain it names, from the domain's first transaction
+        in each it does not — then skip, per domain, what the replica holds."""
         state = parse_gtid_state(state_text)
-        start = self.store.first_lsn
-        for domain, position in sorted(state.items()):
-            gtid = str(position)
-            end = self.store.gtid_end_lsn(gtid)
-            if end is None:
-                raise DumpError(
-                    f"the replica's position {gtid} is not in this agent's history "
-                    f"(newest committed here: {self._committed_text(commit_lsn)}); it may hold "
-                    "transactions the quorum never committed, or come from another timeline")
-            if end > commit_lsn:
-                raise DumpError(
-                    f"the replica's position {gtid} is beyond the committed history "
-                    f"(commit LSN {commit_lsn}); wait for the quorum and retry")
-            self._skip[domain] = position.seq_no
+        self._skip_upto = {domain: self._held_end(str(gtid), commit_lsn)
+                           for domain, gtid in sorted(state.items())}
         self._position_gtids = dict(state)
-        if state:
-            start = min(self.store.gtid_end_lsn(str(g)) or 0 for g in state.values())
-        return self._begin(start)
+        starts = list(self._skip_upto.values())
+        unnamed = set(self.store.gtids_at(commit_lsn)) - set(state)
+        if unnamed:
+            starts.append(self._domains_start(unnamed, commit_lsn))
+        return self._begin(min(starts, default=self.store.first_lsn))
+
+    def _held_end(self, gtid: str, commit_lsn: int) -> int:
+        """The end LSN of the replica's GTID, which must be committed here (ERR 1236 if not)."""
+        end = self.store.gtid_end_lsn(gtid)
+        if end is None:
+            raise DumpError(
+                f"the replica's position {gtid} is not in this agent's history "
+                f"(newest committed here: {self._committed_text(commit_lsn)}); it may hold "
+                "transactions the quorum never committed, or come from another timeline")
+        if end > commit_lsn:
+            raise DumpError(
+                f"the replica's position {gtid} is beyond the committed history "
+                f"(commit LSN {commit_lsn}); wait for the quorum and retry")
+        return end
+
+    def _domains_start(self, domains: set[int], commit_lsn: int) -> int:
+        """Where DOMAINS (which the replica's position does not name, so it needs them whole)
+        begin: the start of the newest file whose GTID_LIST names none of them — MariaDB's
+        search back for a file whose GTID_LIST "contains all slave GTIDs". ERR 1236, as a
+        primary whose binlogs holding them were purged, when this history begins after."""
+        removed = {walstore.Gtid.parse(g).domain for g in self.store.control.removed_gtids}
+        lists = self._gtid_lists(commit_lsn)
+        if not lists and not removed & domains:
+            return self.store.first_lsn  # no primary's GTID_LIST stored: the whole log
+        for file_start, before in reversed(lists):
+            if not before & domains:
+                return file_start
+        missing = sorted(domains & removed) or sorted(domains & lists[0][1])
+        raise DumpError(
+            f"the replica's position names no GTID of domain {missing[0]}, so it needs that "
+            "domain from its first transaction, which this agent's history does not hold (the "
+            "binlog holding it was purged before the agents' history began); start the "
+            f"replica from a position that names domain {missing[0]}")
+
+    def _gtid_lists(self, commit_lsn: int) -> list[tuple[int, set[int]]]:
+        """(where its file starts, the domains with GTIDs before that file) of each stored,
+        committed GTID_LIST of the primary, in order."""
+        result: list[tuple[int, set[int]]] = []
+        file_start: int | None = None
+        for lsn in self.store.binlog_meta_lsns():
+            if lsn >= commit_lsn:
+                break
+            meta = self._meta_at(lsn)
+            if meta is None:
+                continue
+            if meta.event.type_code == FORMAT_DESCRIPTION:
+                file_start = lsn
+            elif meta.event.type_code == GTID_LIST:
+                try:
+                    before = {gtid.domain for gtid in gtid_list_of(meta.event)}
+                except BinlogEventError as exc:
+                    raise DumpError(f"stored GTID_LIST at LSN {lsn} is unreadable: {exc}") from exc
+                result.append((lsn if file_start is None else file_start, before))
+        return result
 
     def start_by_position(self, file_name: str, position: int) -> list[bytes]:
         """Start at FILE_NAME:POSITION of the primary's binlog (4: the file's beginning)."""
@@ -223,8 +273,8 @@ class BinlogStream:
             gtid, data = transaction
             parsed = walstore.Gtid.parse(gtid)
             domain = parsed.domain
-            if domain in self._skip and parsed.seq_no <= self._skip[domain]:
-                continue
+            if record.end_lsn <= self._skip_upto.get(domain, -1):
+                continue  # the replica holds it: at or before its GTID in this domain
             self._position_gtids[domain] = parsed
             try:
                 events = split_events(data)
