@@ -126,8 +126,7 @@ class NodeDriver(Generic[P]):
         running): the trio loop awaits `store.wait_idle()` first. Raises
         walstore.DiskFullError with nothing of RD applied: call again with RD later."""
         applied: Applied[P] = Applied()
-        if rd.hard_state is not None or rd.membership is not None:
-            self._persist_control(rd.hard_state, rd.membership)
+        self.persist_control(rd)
         if rd.membership is not None and self._on_membership is not None:
             self._on_membership(rd.membership)  # links to new members exist before sending
         if rd.truncate_to is not None:
@@ -196,18 +195,27 @@ class NodeDriver(Generic[P]):
         Raises walstore.DiskFullError; the commit LSN is re-learned from the leader anyway."""
         self._write_control({})
 
-    def _persist_control(
-        self, hard_state: consensus.HardState | None, membership: consensus.Membership | None
-    ) -> None:
+    def control_changes(self, rd: consensus.Ready) -> dict[str, Any]:
+        """What RD changes in the control file: term, vote, rebuilding, membership (a new
+        commit LSN alone is written now and then, not with every Ready)."""
         control = self.store.control
         changes: dict[str, Any] = {}
+        hard_state, membership = rd.hard_state, rd.membership
         if hard_state is not None and (
                 hard_state.term, hard_state.vote, hard_state.rebuilding) != (
                 control.term, control.vote, control.rebuilding):
             changes.update(term=hard_state.term, vote=hard_state.vote,
                            rebuilding=hard_state.rebuilding)
-        if membership is not None:
+        if membership is not None and membership != control.membership:
             changes["membership"] = membership
+        return changes
+
+    def persist_control(self, rd: consensus.Ready) -> None:
+        """Step 1 of apply: RD's control_changes, durably. The trio loop calls it first, in
+        a worker thread when there is something to write (two fsyncs stay off the event
+        loop), and apply's own call then finds nothing to write. Raises
+        walstore.DiskFullError with nothing written."""
+        changes = self.control_changes(rd)
         if changes:
             self._write_control(changes)
 

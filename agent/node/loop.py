@@ -363,6 +363,10 @@ class TimelineNode:
             if rd.truncate_to is not None:
                 await self.store.wait_idle()  # the files must be at rest to cut them
             try:
+                if self.driver.control_changes(rd):
+                    # Off the event loop (it may wait for the commit LSN's writer too);
+                    # nothing of RD is sent before it is written.
+                    await trio.to_thread.run_sync(self.driver.persist_control, rd)
                 applied = self.driver.apply(rd)
             except walstore.DiskFullError as exc:
                 self._disk_full(exc)
