@@ -30,6 +30,9 @@ from agent.mariadb.dump_client import (
     start_dump,
 )
 from agent.serving.binlog_stream import BinlogStream, DumpError
+from tests.replicas.support import primary_with_serving_agents
+from tests.replicas.test_stock_replica import checksum, point_replica
+from tests.support.cluster import wait_until
 
 pytestmark = pytest.mark.mariadb
 
@@ -183,3 +186,38 @@ def test_a_domain_begun_before_the_agents_history_is_refused(
     with pytest.raises(DumpError, match="1236"):
         primary_sends(primary, d0[-2])
     assert primary_sends(primary, late) == expected_after(history, late)
+
+
+async def test_a_stock_replica_naming_one_domain_receives_the_other(tmp_path: Path) -> None:
+    """A replica seeded with domain 0 up to 0-1-5 and nothing of domain 1, which began before
+    0-1-5, replicates from an agent: it gets all of domain 1, and domain 0 after 0-1-5."""
+    replica = LocalMariaDB(tmp_path / "replica", server_id=30).start()
+    try:
+        async with primary_with_serving_agents(tmp_path) as (primary, cluster, leader):
+            schema = ["CREATE DATABASE t", "CREATE TABLE t.x (d INT, n INT)"]
+            domain_0 = [f"INSERT INTO t.x VALUES (0, {n})" for n in range(3)]
+            primary.execute(*schema)
+            primary.execute("SET SESSION gtid_domain_id=1",
+                            *[f"INSERT INTO t.x VALUES (1, {n})" for n in range(3)])
+            primary.execute(*domain_0)
+            seeded = primary.query("SELECT @@gtid_binlog_pos")[0][0]
+            primary.execute("SET SESSION gtid_domain_id=1",
+                            *[f"INSERT INTO t.x VALUES (1, {n})" for n in range(3, 6)])
+            primary.execute(*[f"INSERT INTO t.x VALUES (0, {n})" for n in range(3, 6)])
+            position = ",".join(g for g in seeded.split(",") if g.startswith("0-"))
+            replica.execute("SET SESSION sql_log_bin=0", *schema, *domain_0,
+                            f"SET GLOBAL gtid_slave_pos='{position}'")
+            follower = next(n for n in cluster.agents if n != leader)
+            point_replica(replica, cluster.agents[follower].mysql_port or 0)
+            target = primary.query("SELECT @@gtid_binlog_pos")[0][0]
+
+            def caught_up() -> bool:
+                status = replica.slave_status()
+                assert not status.get("Last_IO_Error"), status.get("Last_IO_Error")
+                assert not status.get("Last_SQL_Error"), status.get("Last_SQL_Error")
+                return bool(replica.query("SELECT @@gtid_slave_pos")[0][0] == target)
+
+            await wait_until(caught_up, 60, f"the replica to reach {target}", cluster.logs)
+            assert checksum(replica, "t.x") == checksum(primary, "t.x")
+    finally:
+        replica.cleanup()
