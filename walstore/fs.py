@@ -106,11 +106,15 @@ class OsFileSystem:
         return path.read_bytes()
 
     def pread(self, path: Path, size: int, offset: int) -> bytes:
+        """Safe from several threads (replica and read-ahead readers): two first reads of a
+        file at once keep one handle, and the other is closed."""
         fd = self._readers.get(path)
         if fd is None:
-            fd = os.open(path, os.O_RDONLY)
+            opened = os.open(path, os.O_RDONLY)
             with self._lock:
-                self._readers[path] = fd
+                fd = self._readers.setdefault(path, opened)
+            if fd != opened:
+                os.close(opened)
         return os.pread(fd, size, offset)
 
     def _writer(self, path: Path) -> int:

@@ -142,6 +142,7 @@ class TimelineNode:
         self._dirty = trio.Event()
         self._last_commit_persist = 0.0
         self._persist_due = trio.Event()
+        self._read_ahead_due = trio.Event()
         self.commit_lsn = control.commit_lsn
         self.commit_changed = trio.Event()
         self.role = "follower"
@@ -234,6 +235,7 @@ class TimelineNode:
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._syncer)
             nursery.start_soon(self._commit_persister)
+            nursery.start_soon(self._reader_ahead)
             task_status.started()
             await self._main_loop()
 
@@ -352,6 +354,8 @@ class TimelineNode:
                 self._dirty.set()
         self._note_role()
         self._maybe_persist_commit()
+        if driver.storage.read_ahead_from(self._committed_on_disk()) is not None:
+            self._read_ahead_due.set()
         if flushed_inline and driver.has_ready():
             await self._handle_ready()  # the acks the flush made possible, right away
 
@@ -456,6 +460,28 @@ class TimelineNode:
         if time.monotonic() - self._last_commit_persist < COMMIT_PERSIST_INTERVAL:
             return
         self._persist_due.set()
+
+    def _committed_on_disk(self) -> int:
+        return min(self.commit_lsn, self.store.flush_lsn)
+
+    async def _reader_ahead(self) -> None:
+        # Catch-up reads of committed records, a few MiB ahead of a lagging follower, in a
+        # worker thread: the core's next batches then come from memory (log_storage).
+        storage = self.driver.storage
+        while True:
+            await self._read_ahead_due.wait()
+            self._read_ahead_due = trio.Event()
+            committed = self._committed_on_disk()
+            start = storage.read_ahead_from(committed)
+            if start is None:
+                continue
+            try:
+                entries = await trio.to_thread.run_sync(storage.read_ahead, start, committed)
+            except walstore.WalError as exc:
+                # Not read ahead; the core's own read meets the same record and says so.
+                log.warning("%s: read-ahead at LSN %d failed: %s", self.node_id, start, exc)
+                continue
+            storage.keep(entries)
 
     async def _commit_persister(self) -> None:
         # The commit LSN is saved now and then, in a worker thread: two fsyncs on the event
