@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import consensus
 import walstore
@@ -221,3 +223,41 @@ async def test_a_stock_replica_naming_one_domain_receives_the_other(tmp_path: Pa
             assert checksum(replica, "t.x") == checksum(primary, "t.x")
     finally:
         replica.cleanup()
+
+
+GTIDS = st.builds(lambda d, s, n: f"{d}-{s}-{n}", st.sampled_from([0, 1, 2, 4294967295]),
+                  st.sampled_from([1, 2, 0]), st.integers(0, 30))
+STATES = st.one_of(
+    st.lists(GTIDS, max_size=3).map(",".join),
+    st.text(alphabet="0123456789-,; x", max_size=30),
+    st.sampled_from(["", "0-1-99999999999999999999", "-1-1-1", "0-1-1,0-1-2", ",", "1-1"]),
+)
+
+
+FILES = st.sampled_from(["", "bin.000001", "x", "../etc"]) | st.text(max_size=12)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(STATES.map(lambda s: ("gtid", s, "", 0)),
+                 st.tuples(st.just("position"), st.just(""), FILES,
+                           st.integers(0, 2**32 - 1))),
+       st.one_of(st.none(), STATES))
+def test_any_dump_request_is_served_or_refused(
+        store: walstore.WalStore, request_: tuple[str, str, str, int], until: str | None) -> None:
+    """Whatever a replica asks — any GTID state, file, position, UNTIL — the stream serves
+    committed events or refuses with DumpError (ERR 1236); it never raises anything else."""
+    mode, state, file_name, position = request_
+    stream = BinlogStream(store, server_id=100)
+    try:
+        if mode == "gtid":
+            stream.start_by_gtid(state, store.end_lsn)
+        else:
+            stream.start_by_position(file_name, position)
+        stream.set_until(until)
+        for _ in range(100):
+            events, done = stream.read(store.end_lsn, 1 << 16)
+            if done or not events:
+                break
+    except DumpError:
+        pass
