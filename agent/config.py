@@ -6,6 +6,7 @@ the offending key (dotted path, e.g. `peers[1].addr`), so an operator sees at on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import re
@@ -61,7 +62,8 @@ class ReplicationConfig:
     server_id: int = 0  # the server id replicas see; 0: derived from node_id
     max_connections: int = 100
     send_timeout: int = 60  # seconds a replica may take no data before it is disconnected
-    require_tls: bool = False  # refuse logins that did not start TLS (needs [tls])
+    # Refuse logins that did not start TLS (needs [tls]); default: true when [tls] is set.
+    require_tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         _no_leftovers(db, "mariadb.")
 
     replication = ReplicationConfig()
+    require_tls: bool | None = None
     if "replication" in table:
         rep = dict(_take(table, "replication", "", dict))
         defaults_r = ReplicationConfig()
@@ -235,8 +238,8 @@ def parse_config(data: dict[str, Any]) -> Config:
             send_timeout=_positive(
                 _take(rep, "send_timeout", "replication.", int, defaults_r.send_timeout),
                 "replication.send_timeout"),
-            require_tls=_take(rep, "require_tls", "replication.", bool, False),
         )
+        require_tls = _take(rep, "require_tls", "replication.", bool, None)
         if not replication.user:
             raise ConfigError("replication.user: must not be empty")
         if not 0 <= replication.server_id < 2**32:
@@ -267,9 +270,11 @@ def parse_config(data: dict[str, Any]) -> Config:
             admin = AdminConfig(_read_secret(Path(secret_file)), Path(secret_file))
 
     tls = _tls(table, node_id) if "tls" in table else None
-    if replication.require_tls and tls is None:
+    if require_tls and tls is None:
         raise ConfigError("replication.require_tls: needs a [tls] table with the certificate "
                           "to offer")
+    replication = dataclasses.replace(
+        replication, require_tls=require_tls if require_tls is not None else tls is not None)
 
     listen_mysql = _address(listen_mysql_text, "listen_mysql") if listen_mysql_text else None
     listen_http = _address(listen_http_text, "listen_http") if listen_http_text else None
@@ -289,6 +294,14 @@ def parse_config(data: dict[str, Any]) -> Config:
         if tls is None:
             raise ConfigError(f"listen_mysql: {listen_mysql} is not a loopback address, and "
                               "the binlog would cross the network in the clear: set [tls]")
+        if not replication.require_tls:
+            raise ConfigError(f"replication.require_tls: must be true (its default with "
+                              f"[tls]) for listen_mysql {listen_mysql}, which is not a "
+                              "loopback address: replicas must use MASTER_SSL=1")
+    for index, peer in enumerate(peers):
+        if tls is None and not is_loopback(peer.addr):
+            raise ConfigError(f"peers[{index}].addr: {peer.addr} is not a loopback address, "
+                              "and the binlog would cross the network in the clear: set [tls]")
     if not is_loopback(listen_peer) and tls is None:
         raise ConfigError(f"listen_peer: {listen_peer} is not a loopback address; agents on "
                           "other machines must prove who they are: set [tls] (mutual TLS, "

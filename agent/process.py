@@ -9,6 +9,7 @@ failover controller (agent/failover/), S3 offload (agent/offload/), each started
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import sys
 from functools import partial
@@ -88,7 +89,8 @@ class Agent:
                 ),
             )
             self.timeline = TimelineHandle(self.node, config.timeline_id, config.mariadb.timeline,
-                                           self._timeline_status)
+                                           self._timeline_status,
+                                           remote_members=config.tls is not None)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.loop_health.run)
                 await nursery.start(self.node.run)
@@ -206,8 +208,20 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def _raise_descriptor_limit() -> None:
+    """Open files up to the hard limit: replicas, peers and segments each hold descriptors,
+    and running out must not be what stops an agent (connections are capped well below)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+
+
 def run_agent(agent: Agent, command: str = "binkeeper run") -> int:
     """Run AGENT until a signal; the exit code (1 when it could not run or had to stop)."""
+    _raise_descriptor_limit()
     try:
         trio.run(run_until_signal, agent)
     except Exception as exc:

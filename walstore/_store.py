@@ -521,19 +521,23 @@ class WalStore:
         index = bisect.bisect_left(self._term_changes, lsn, key=lambda pair: pair[1]) - 1
         return self._term_changes[index][0] if index >= 0 else None
 
-    def read(self, from_lsn: int = 0, *, max_bytes: int | None = None) -> Iterator[Entry]:
+    def read(self, from_lsn: int = 0, *, max_bytes: int | None = None,
+             until_lsn: int | None = None) -> Iterator[Entry]:
         """Records from FROM_LSN (a boundary) on.
 
-        MAX_BYTES bounds the payload total, but at least one record is yielded.
+        MAX_BYTES bounds the payload total, but at least one record is yielded. UNTIL_LSN
+        (a boundary at or below the flush LSN): no byte beyond it is read — what a reader in
+        another thread passes, the commit LSN, so it never touches records a truncation may
+        cut meanwhile.
         """
         self._check_open()
-        if from_lsn == self._end_lsn:
+        if from_lsn == self._end_lsn or (until_lsn is not None and from_lsn >= until_lsn):
             return
         seg_index, rec_index = self._locate(from_lsn)
         budget = max_bytes if max_bytes is not None else -1
         lsn = from_lsn
         yielded = 0
-        flush = self._flush_lsn
+        flush = self._flush_lsn if until_lsn is None else min(self._flush_lsn, until_lsn)
         while lsn < flush and seg_index < len(self._segments):
             segment = self._segments[seg_index]
             if rec_index >= len(segment.ends):
@@ -567,10 +571,10 @@ class WalStore:
                 if budget >= 0 and yielded >= budget:
                     return
             seg_index, rec_index = seg_index, last + 1
-        for record in list(self._mem):
+        for record in list(self._mem):  # a copy: a truncation replaces the list, never edits it
             if record.lsn < lsn:
                 continue
-            if record.lsn > lsn:
+            if record.lsn > lsn or (until_lsn is not None and record.end_lsn > until_lsn):
                 break
             yield record
             yielded += len(record.payload)

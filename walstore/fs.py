@@ -147,7 +147,10 @@ class OsFileSystem:
         os.fdatasync(self._writer(path))
 
     def truncate(self, path: Path, size: int, *, writer_only: bool = False) -> None:
-        self.release(path, writer_only=writer_only)
+        # Readers keep their handles (the same file; threads may be reading committed
+        # records below SIZE through them): closing one under a reading thread could make
+        # its pread hit a reused descriptor.
+        self.release(path, writer_only=True)
         fd = os.open(path, os.O_WRONLY)
         try:
             os.ftruncate(fd, size)

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 import consensus
-from agent.config import check_node_id, parse_address
+from agent.config import check_node_id, is_loopback, parse_address
 from agent.node.loop import CommitOutcomeUnknown, TimelineNode
 
 NotLeader = consensus.NotLeader
@@ -36,8 +36,11 @@ def membership_json(membership: consensus.Membership) -> dict[str, Any]:
 
 class TimelineHandle:
     def __init__(self, node: TimelineNode, timeline_id: str, name: str,
-                 status_extra: Callable[[], dict[str, Any]] | None = None) -> None:
+                 status_extra: Callable[[], dict[str, Any]] | None = None, *,
+                 remote_members: bool = False) -> None:
+        """REMOTE_MEMBERS: members beyond loopback may be added (the agent has [tls])."""
         self._node = node
+        self._remote_members = remote_members
         self.timeline_id = timeline_id
         self.name = name
         self._status_extra = status_extra
@@ -79,7 +82,11 @@ class TimelineHandle:
             if address is None:
                 raise ValueError('add_learner needs "addr": "host:port"')
             # Checked here, before it reaches the log: every agent dials what it says.
-            address = str(parse_address(address, "addr"))
+            parsed = parse_address(address, "addr")
+            if not self._remote_members and not is_loopback(parsed):
+                raise ValueError(f"addr: {address} is not a loopback address, and this agent "
+                                 "has no [tls]: the log would cross the network in the clear")
+            address = str(parsed)
 
         def build(current: consensus.Membership) -> consensus.Membership:
             if action == "add_learner":

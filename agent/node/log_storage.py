@@ -78,12 +78,7 @@ class WalLogStorage:
     def read_ahead(self, start: int, committed: int) -> list[consensus.Entry]:
         """In a worker thread: committed records from START (a boundary), about
         READ_AHEAD_BYTES of them."""
-        out: list[consensus.Entry] = []
-        for entry in self.store.read(start, max_bytes=READ_AHEAD_BYTES):
-            if entry.end_lsn > committed:
-                break
-            out.append(entry)
-        return out
+        return list(self.store.read(start, max_bytes=READ_AHEAD_BYTES, until_lsn=committed))
 
     def keep(self, entries: list[consensus.Entry]) -> None:
         """On the loop: hold what a read-ahead read, extending the run or replacing it."""

@@ -163,8 +163,9 @@ class TimelineNode:
         size = translate.message_size(msg)
         self._inbox_messages += 1
         self._inbox_bytes += size
-        if self._inbox_messages >= INBOX_MESSAGES or self._inbox_bytes >= INBOX_BYTES:
-            self._inbox_room = trio.Event()
+        if ((self._inbox_messages >= INBOX_MESSAGES or self._inbox_bytes >= INBOX_BYTES)
+                and self._inbox_room.is_set()):
+            self._inbox_room = trio.Event()  # one Event per full spell: every waiter wakes
         self._inbox_send.send_nowait(_Message(msg, size))
 
     async def wait_inbox_room(self) -> None:
@@ -364,13 +365,15 @@ class TimelineNode:
         RD and retry — nothing else reaches the core meanwhile, and nothing is sent."""
         backoff = DISK_RETRY_FIRST
         while True:
-            if rd.truncate_to is not None:
-                await self.store.wait_idle()  # the files must be at rest to cut them
             try:
                 if self.driver.control_changes(rd):
                     # Off the event loop (it may wait for the commit LSN's writer too);
                     # nothing of RD is sent before it is written.
                     await trio.to_thread.run_sync(self.driver.persist_control, rd)
+                if rd.truncate_to is not None:
+                    # The files must be at rest to cut them; no await between this and
+                    # apply, or the syncer could start another round.
+                    await self.store.wait_idle()
                 applied = self.driver.apply(rd)
             except walstore.DiskFullError as exc:
                 self._disk_full(exc)
@@ -477,7 +480,7 @@ class TimelineNode:
                 continue
             try:
                 entries = await trio.to_thread.run_sync(storage.read_ahead, start, committed)
-            except walstore.WalError as exc:
+            except Exception as exc:  # a read-ahead is only ever an optimisation
                 # Not read ahead; the core's own read meets the same record and says so.
                 log.warning("%s: read-ahead at LSN %d failed: %s", self.node_id, start, exc)
                 continue

@@ -29,7 +29,8 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ import trio
 
 import consensus
 from agent import tls, wire
-from agent.config import Address, Config, ConfigError, parse_address
+from agent.config import Address, Config, ConfigError, is_loopback, parse_address
 from agent.node import translate
 from agent.wire import peer_pb2 as pb
 
@@ -54,6 +55,11 @@ WRITE_DEADLINE = 10.0
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 HANDSHAKE_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 1.0
+# Inbound connections at once, and from one host: a peer needs one; more is a misconfigured
+# or hostile client, refused before any handshake.
+MAX_INBOUND = 256
+MAX_INBOUND_PER_HOST = 32
 COALESCE_BYTES = 256 << 10
 
 
@@ -107,6 +113,8 @@ class PeerTransport:
         self.known_nodes = frozenset(config.member_ids)
         self.refused_inbound = 0  # handshakes refused: TLS, certificate, Hello
         self.broken_inbound = 0  # connections closed for a protocol error after the handshake
+        self._inbound = 0  # connections being served, handshaking ones included
+        self._inbound_by_host: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
         self._complain = Throttled(log)
         self._server_tls: ssl.SSLContext | None = None
@@ -188,6 +196,10 @@ class PeerTransport:
             except ConfigError as exc:  # from the log: never let it stop the agent
                 log.error("%s; cannot reach it", exc)
                 continue
+            if self._client_tls is None and not is_loopback(address):
+                log.error("member %s is at %s, not a loopback address: without [tls] this "
+                          "agent does not send it the log in the clear", member, text)
+                continue
             send, receive = trio.open_memory_channel[Any](QUEUE_MESSAGES)
             link = PeerLink(member, address, send, receive)
             self.links[member] = link
@@ -216,7 +228,7 @@ class PeerTransport:
                 stream: trio.abc.Stream = plain
                 if self._client_tls is not None:
                     stream = trio.SSLStream(plain, self._client_tls)
-                async with stream:
+                async with _closing(stream):
                     try:
                         await self._handshake_out(stream, link)
                         backoff = BACKOFF_FIRST
@@ -317,13 +329,33 @@ class PeerTransport:
     # ---- inbound --------------------------------------------------------------------------
 
     async def _serve_inbound(self, plain: trio.SocketStream) -> None:
+        host = _remote(plain).rpartition(":")[0]
+        per_host = self._inbound_by_host.get(host, 0)
+        if self._inbound >= MAX_INBOUND or per_host >= MAX_INBOUND_PER_HOST:
+            # Before any handshake: whoever can connect must not hold every descriptor.
+            self.refused_inbound += 1
+            self._complain(logging.WARNING, host, "too-many",
+                           "refused connection from %s: %d connections open (%d from it)",
+                           host, self._inbound, per_host)
+            await plain.aclose()
+            return
+        self._inbound += 1
+        self._inbound_by_host[host] = per_host + 1
+        try:
+            await self._serve_counted(plain)
+        finally:
+            self._inbound -= 1
+            self._inbound_by_host[host] -= 1
+            if not self._inbound_by_host[host]:
+                del self._inbound_by_host[host]
+
+    async def _serve_counted(self, plain: trio.SocketStream) -> None:
         stream: trio.abc.Stream = plain
         if self._server_tls is not None:
             stream = trio.SSLStream(plain, self._server_tls, server_side=True)
-        async with stream:
+        async with _closing(stream):
             conn = wire.PeerConnection("server")
-            remote = _remote(plain)
-            host = remote.rpartition(":")[0]
+            host = _remote(plain).rpartition(":")[0]
             peer_id = "?"
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT):
@@ -342,7 +374,8 @@ class PeerTransport:
                     timeline_id=self.config.timeline_id,
                     known_nodes=self.known_nodes - {self.config.node_id},
                 )
-                if reason is None and proven is not None and proven != hello.node_id:
+                if reason is None and self._server_tls is not None and proven != hello.node_id:
+                    # No Common Name proves nothing: a certificate must name its node.
                     reason = (f"node {hello.node_id!r} presented the certificate of node "
                               f"{proven!r}")
                 await stream.send_all(
@@ -358,23 +391,23 @@ class PeerTransport:
                 if reason is not None:
                     self.refused_inbound += 1
                     self._complain(logging.WARNING, host, "refused",
-                                   "refused connection from %r (%s): %s", peer_id, remote,
+                                   "refused connection from %r (%s): %s", peer_id, host,
                                    reason)
                     return
                 await self._pump_in(stream, conn, peer_id)
             except TlsRefused as exc:
                 self.refused_inbound += 1
                 self._complain(logging.WARNING, host, "tls",
-                               "refused connection from %s: %s", remote, exc)
+                               "refused connection from %s: %s", host, exc)
             except wire.ProtocolError as exc:
                 self.broken_inbound += 1
                 self._complain(logging.WARNING, host, "protocol",
                                "closing connection from %s (%s): protocol error: %s",
-                               peer_id, remote, exc)
+                               peer_id, host, exc)
             except translate.TranslationError as exc:
                 self.broken_inbound += 1
                 self._complain(logging.WARNING, host, "protocol",
-                               "closing connection from %s (%s): %s", peer_id, remote, exc)
+                               "closing connection from %s (%s): %s", peer_id, host, exc)
             except (OSError, trio.BrokenResourceError, trio.TooSlowError):
                 pass
 
@@ -440,12 +473,12 @@ class Throttled:
         window, logged = self._per_key.get(key, (now, 0))
         if now - window >= self.PERIOD:
             window, logged = now, 0
+        if len(self._last) > 10_000 or len(self._per_key) > 10_000:  # bounded, whoever connects
+            self._last.clear()
+            self._per_key.clear()
         if now - last < self.PERIOD or logged >= self.PER_KEY:
             self._last[what] = (last, held + 1)
             return
-        if len(self._last) > 10_000:  # bounded, whoever connects
-            self._last.clear()
-            self._per_key.clear()
         self._last[what] = (now, 0)
         self._per_key[key] = (window, logged + 1)
         suffix = f" ({held} more like it in the last minute)" if held else ""
@@ -463,6 +496,18 @@ async def _tls_handshake(stream: trio.SSLStream[trio.SocketStream]) -> None:
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__
         raise TlsRefused(f"TLS handshake failed: {cause or exc}") from exc
+
+
+@asynccontextmanager
+async def _closing(stream: trio.abc.Stream) -> AsyncIterator[None]:
+    """Close STREAM on the way out within CLOSE_TIMEOUT: a TLS close_notify to a peer that
+    stopped reading must not hold the task and its descriptor."""
+    try:
+        yield
+    finally:
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await stream.aclose()
+        await trio.aclose_forcefully(stream)  # a no-op when already closed
 
 
 def _remote(stream: trio.SocketStream) -> str:

@@ -54,7 +54,7 @@ def admin_routes(lookup: TimelineLookup) -> list[Route]:
                 raise BodyTooLarge
         try:
             body = json.loads(data)
-        except ValueError:  # also UnicodeDecodeError
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
             return None
         return body if isinstance(body, dict) else None
 

@@ -249,9 +249,9 @@ class BinlogStream:
         if self.lsn >= commit_lsn:
             return out, False
         size = 0
-        for record in self.store.read(self.lsn, max_bytes=max_bytes):
-            if record.end_lsn > commit_lsn:
-                break
+        # Bounded by the commit LSN inside the store too: this runs in a worker thread, and
+        # must not read a byte a truncation on the event loop may cut meanwhile.
+        for record in self.store.read(self.lsn, max_bytes=max_bytes, until_lsn=commit_lsn):
             self.lsn = record.end_lsn
             if record.kind is consensus.RecordKind.BINLOG_META:
                 self._assembler.feed(record)

@@ -59,3 +59,28 @@ async def test_too_many_bytes_hold_the_receivers(tmp_path: Path,
     await trio.testing.wait_all_tasks_blocked()
     node.deliver(consensus.AppendRequest(1, "a2", 0, 0, 0, entries))  # 1.2 MiB waiting
     await _receiver_waits_until_the_loop_drains(node)
+
+
+async def test_every_waiting_receiver_wakes(tmp_path: Path) -> None:
+    """Two peers' receivers wait; a third delivers meanwhile (it had room when it began to
+    read): once the loop drains, both waiters wake — none waits on a stale Event."""
+    node = make_node(tmp_path)
+    for _ in range(loop.INBOX_MESSAGES):
+        node.deliver(consensus.Heartbeat(1, "a2", 0))
+    woken = 0
+
+    async def receiver() -> None:
+        nonlocal woken
+        await node.wait_inbox_room()
+        woken += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        node.deliver(consensus.Heartbeat(1, "a3", 0))  # over the bound, while they wait
+        await nursery.start(node.run)
+        with trio.fail_after(10):
+            while woken < 2:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()

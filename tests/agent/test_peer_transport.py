@@ -12,7 +12,7 @@ import trio
 
 import consensus
 from agent.config import parse_config
-from agent.node.transport import QUEUE_BYTES, PeerTransport, Throttled
+from agent.node.transport import MAX_INBOUND_PER_HOST, QUEUE_BYTES, PeerTransport, Throttled
 from tests.support.cluster import free_port
 
 RECORD = 1 << 20
@@ -100,3 +100,33 @@ def test_repeated_complaints_are_logged_once_a_minute(
     assert messages[:3] == ["refused 10.0.0.9:1", "broke it", "refused 10.0.0.8:1"]
     assert messages[3:13] == [f"node 'n{i}' refused" for i in range(10)]
     assert messages[13:] == ["refused 10.0.0.9:1 (49 more like it in the last minute)"]
+
+
+async def test_connections_beyond_the_caps_are_refused_before_any_handshake() -> None:
+    ports = {"a1": free_port(), "a2": free_port()}
+    transport = PeerTransport(config("a1", ports), lambda msg: None)  # type: ignore[arg-type]
+    held: list[trio.SocketStream] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport.run)
+        # Connections that never say Hello: up to the per-host cap they wait for one
+        for _ in range(MAX_INBOUND_PER_HOST):
+            held.append(await trio.open_tcp_stream("127.0.0.1", ports["a1"]))
+        with trio.fail_after(10):
+            while transport._inbound < MAX_INBOUND_PER_HOST:
+                await trio.sleep(0.01)
+        extra = await trio.open_tcp_stream("127.0.0.1", ports["a1"])
+        with trio.fail_after(10):  # closed at once, not after the handshake deadline
+            assert await extra.receive_some(100) == b""
+        assert transport.refused_inbound == 1
+        await extra.aclose()
+        for stream in held:
+            await stream.aclose()
+        with trio.fail_after(10):
+            while transport._inbound:
+                await trio.sleep(0.01)
+        again = await trio.open_tcp_stream("127.0.0.1", ports["a1"])  # room again
+        with trio.fail_after(10):
+            while transport._inbound < 1:
+                await trio.sleep(0.01)
+        await again.aclose()
+        nursery.cancel_scope.cancel()

@@ -22,7 +22,7 @@ from agent import tls, wire
 from agent.config import ConfigError, load_config, parse_config
 from agent.node.transport import PeerTransport
 from agent.wire import peer_pb2 as pb
-from tests.support.certs import write_group, write_node
+from tests.support.certs import write_group, write_node, write_unnamed
 from tests.support.cluster import Cluster, wait_until
 from tests.support.proxy import free_port
 
@@ -43,7 +43,8 @@ def base_config(tmp_path: Path, listeners: str) -> str:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("certs")
-    write_group(directory, ["a1", "a2", "a3"])
+    ca = write_group(directory, ["a1", "a2", "a3"])
+    write_unnamed(directory, ca, "unnamed")
     return directory
 
 
@@ -55,6 +56,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
      'password = "pw"\n', r"listen_mysql: .*in the clear: set \[tls\]"),
     ('listen_peer = "127.0.0.1:5454"\n[replication]\nrequire_tls = true\n',
      r"replication.require_tls: needs a \[tls\]"),
+    ('listen_peer = "127.0.0.1:5454"\n[[peers]]\nid = "a2"\naddr = "10.0.0.6:5454"\n',
+     r"peers\[0\].addr: 10.0.0.6:5454 is not a loopback address.*set \[tls\]"),
 ])
 def test_listeners_beyond_loopback_need_tls(tmp_path: Path, listeners: str,
                                             message: str) -> None:
@@ -75,6 +78,13 @@ def test_bad_certificates_are_refused_at_start(tmp_path: Path, certs: Path) -> N
         f'[admin]\njwt_secret_file = "{secret}"\n[replication]\npassword = "pw"\n'
         'require_tls = true\n' + tls_table(certs))))
     assert config.tls is not None and config.replication.require_tls
+    # with [tls], replicas must use TLS unless the port is loopback and says otherwise
+    assert parse_config(tomllib.loads(base_config(
+        tmp_path, 'listen_peer = "127.0.0.1:5454"\n' + tls_table(certs)))).replication.require_tls
+    with pytest.raises(ConfigError, match=r"replication.require_tls: must be true"):
+        parse_config(tomllib.loads(base_config(
+            tmp_path, listeners + 'listen_mysql = "10.0.0.5:3307"\n[replication]\n'
+            'password = "pw"\nrequire_tls = false\n' + tls_table(certs))))
     refusals = {
         tls_table(certs, node="a2"): r"tls.cert_file: .*certificate of node 'a2'.*\('a1'\)",
         tls_table(certs, key="a2"): r"tls.cert_file: cannot use .*a1.pem with the key",
@@ -157,8 +167,13 @@ async def test_agents_speak_mutual_tls_and_refuse_impostors(tmp_path: Path, cert
                                  _client_context(certs, "a3"))
         assert isinstance(outcome, pb.HelloReply) and not outcome.accepted
         assert "presented the certificate of node 'a3'" in outcome.reason
-        await wait_until(lambda: _inbound(cluster, "a1")["refused"] >= before + 3, 10,
-                         "a1 to count 3 refusals", cluster.logs)
+        # a certificate of the group's CA that names no node proves no node id
+        outcome = await _attempt(a1.peer_port, _hello(timeline_id, "a2"),
+                                 _client_context(certs, "unnamed"))
+        assert isinstance(outcome, pb.HelloReply) and not outcome.accepted
+        assert "presented the certificate of node None" in outcome.reason
+        await wait_until(lambda: _inbound(cluster, "a1")["refused"] >= before + 4, 10,
+                         "a1 to count 4 refusals", cluster.logs)
         log = a1.log_path.read_text()
         assert "TLS handshake failed" in log and "certificate of node 'a3'" in log
         # the control: a3's certificate speaking for a3 is accepted

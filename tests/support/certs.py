@@ -24,3 +24,10 @@ def write_node(directory: Path, node_id: str, ca: trustme.CA, name: str | None =
     leaf = ca.issue_cert("127.0.0.1", "localhost", common_name=node_id)
     leaf.cert_chain_pems[0].write_to_path(str(directory / f"{name or node_id}.pem"))
     leaf.private_key_pem.write_to_path(str(directory / f"{name or node_id}.key"))
+
+
+def write_unnamed(directory: Path, ca: trustme.CA, name: str) -> None:
+    """NAME.pem / NAME.key: a certificate the CA signed with no Common Name at all."""
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(directory / f"{name}.pem"))
+    leaf.private_key_pem.write_to_path(str(directory / f"{name}.key"))
