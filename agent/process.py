@@ -21,6 +21,7 @@ from starlette.routing import Route
 import consensus
 import walstore
 from agent.config import Config, derived_server_id
+from agent.failover.controller import FailoverController
 from agent.layout import timeline_dir
 from agent.node.handle import TimelineHandle
 from agent.node.loop import TimelineNode
@@ -64,6 +65,7 @@ class Agent:
         self.transport: PeerTransport | None = None
         self.source: MariaDBSource | None = None
         self.replication: ReplicationServer | None = None
+        self.failover: FailoverController | None = None
         self.loop_health = LoopHealth()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -109,6 +111,10 @@ class Agent:
                         config.mariadb.timeline, tls=config.tls)
                     await nursery.start(self.replication.run)
                 if config.mariadb.enabled:
+                    transport = self.transport
+                    self.failover = FailoverController(config, self.timeline,
+                                                       lambda: dict(transport.peer_servers))
+                    nursery.start_soon(self.failover.run)
                     self.source = MariaDBSource(config.mariadb, config.node_id, self.node,
                                                 self.store)
                     nursery.start_soon(self.source.run)
@@ -170,7 +176,8 @@ class Agent:
 
     def _timeline_status(self) -> dict[str, Any]:
         return {
-            "primary": self.source.status.as_dict() if self.source else None,
+            "source": self.source.status.as_dict() if self.source else None,
+            **(self.failover.status() if self.failover else {"primary": None, "servers": []}),
             "replication": self.replication.status.as_dict() if self.replication else None,
             "peers": self.transport.status() if self.transport else {},
             "peer_connections": self.transport.inbound_counts() if self.transport else {},

@@ -139,7 +139,7 @@ def main() -> None:
     try:
         cluster.start()
         wait_for(lambda: (leader := cluster.leader()) is not None and (
-            (cluster.agents[leader].timeline() or {}).get("primary") or {}).get("connected"), 30)
+            (cluster.agents[leader].timeline() or {}).get("source") or {}).get("connected"), 30)
         started = time.perf_counter()
         load(primary, args.megabytes)
         load_s = time.perf_counter() - started

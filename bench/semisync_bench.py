@@ -129,7 +129,7 @@ def case_quorum(root: Path, clients: int, seconds: float) -> dict[str, Any]:
         cluster.start()
         try:
             wait_for(lambda: (leader := cluster.leader()) is not None and (
-                (cluster.agents[leader].timeline() or {}).get("primary") or {}
+                (cluster.agents[leader].timeline() or {}).get("source") or {}
             ).get("connected"), 30)
             Workload(lambda: primary.connect(), accounts=200).setup()
             pids = [a.process.pid for a in cluster.agents.values()]  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ class RecordKind(enum.IntEnum):
     TERM_START = 1  # a new leader's first entry: lets it commit its predecessors' tail
     CONFIG = 2  # a membership configuration, in effect once appended
     BINLOG_META = 3  # a binlog event between transactions; to the core, data like DATA
+    GROUP = 4  # a decision about the servers (which is the primary); to the core, data
 
 
 class Entry(NamedTuple):

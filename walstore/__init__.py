@@ -16,7 +16,14 @@ from walstore.errors import (
     TruncateBelowCommit,
     WalError,
 )
-from walstore.gtid import Gtid, GtidError, domain_of, format_position, parse_position
+from walstore.gtid import (
+    Gtid,
+    GtidError,
+    covers,
+    domain_of,
+    format_position,
+    parse_position,
+)
 
 __all__ = [
     "DEFAULT_MAX_RECORD_SIZE",
@@ -35,6 +42,7 @@ __all__ = [
     "VerifyReport",
     "WalError",
     "WalStore",
+    "covers",
     "domain_of",
     "format_position",
     "holds_wal",

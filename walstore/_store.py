@@ -119,6 +119,7 @@ class WalStore:
         self._last_gtids: dict[int, str] = {}
         self._removed_gtids: dict[int, str] = {}  # newest GTID per domain in removed segments
         self._meta_lsns: list[int] = []  # LSNs of BINLOG_META records, ascending (few)
+        self._group_lsns: list[int] = []  # LSNs of GROUP records, ascending (very few)
         self._end_lsn = 0
         self._flush_lsn = 0
         self.epoch = 0  # truncations since open: a durability report is valid in its epoch only
@@ -248,6 +249,8 @@ class WalStore:
         self._last_term = record.term
         if record.kind is RecordKind.BINLOG_META:
             self._meta_lsns.append(record.lsn)
+        elif record.kind is RecordKind.GROUP:
+            self._group_lsns.append(record.lsn)
         if record.gtid is not None and not record.continued:
             self._gtids[record.gtid] = record.end_lsn
             self._last_gtids[domain_of(record.gtid)] = record.gtid
@@ -355,6 +358,8 @@ class WalStore:
             self._last_gtids[domain_of(gtid)] = gtid
         elif kind is RecordKind.BINLOG_META:
             self._meta_lsns.append(lsn)
+        elif kind is RecordKind.GROUP:
+            self._group_lsns.append(lsn)
         self._end_lsn = end
         return end
 
@@ -622,6 +627,16 @@ class WalStore:
             return None
         return next(self.read(self._meta_lsns[-1]), None)
 
+    def group_record_at_or_below(self, lsn: int) -> Entry | None:
+        """The newest GROUP record ending at or below LSN (e.g. the commit LSN), if any."""
+        index = bisect.bisect_left(self._group_lsns, lsn) - 1
+        while index >= 0:
+            record = next(self.read(self._group_lsns[index]), None)
+            if record is not None and record.end_lsn <= lsn:
+                return record
+            index -= 1
+        return None
+
     # ---- cutting ------------------------------------------------------------------------
 
     def truncate(self, lsn: int) -> None:
@@ -663,6 +678,8 @@ class WalStore:
         self._last_term = self._term_changes[-1][0] if self._term_changes else 0
         while self._meta_lsns and self._meta_lsns[-1] >= lsn:
             self._meta_lsns.pop()
+        while self._group_lsns and self._group_lsns[-1] >= lsn:
+            self._group_lsns.pop()
         self._end_lsn = lsn
         self._flush_lsn = min(self._flush_lsn, lsn)
         self.epoch += 1
@@ -712,6 +729,9 @@ class WalStore:
             self.fs.sync_dir(self.path)
             self._gtids = {g: end for g, end in self._gtids.items() if end > self.first_lsn}
             self._meta_lsns = [m for m in self._meta_lsns if m >= self.first_lsn]
+            # (the newest GROUP record must outlive retention: kept in the control file
+            # when segments are removed — with S3 offload, #17)
+            self._group_lsns = [m for m in self._group_lsns if m >= self.first_lsn]
         return count
 
     # ---- control ------------------------------------------------------------------------

@@ -52,3 +52,10 @@ def parse_position(text: str) -> dict[int, Gtid]:
 def format_position(gtids: dict[int, str] | dict[int, Gtid]) -> str:
     """{domain: GTID} -> '0-1-100,1-2-7' (sorted), '' for none."""
     return ",".join(sorted(str(g) for g in gtids.values()))
+
+
+def covers(position: dict[int, Gtid], other: dict[int, Gtid]) -> bool:
+    """POSITION holds everything OTHER does: in each of OTHER's domains, at least as far
+    (sequence numbers grow within a domain under gtid_strict_mode)."""
+    return all(domain in position and position[domain].seq_no >= gtid.seq_no
+               for domain, gtid in other.items())

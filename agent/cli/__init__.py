@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the CA that signed the agent's certificate (https URLs)")
     status.set_defaults(handler=_lazy("agent.cli.status:main"))
 
+    primary = sub.add_parser("primary", help="HOST:PORT of the current primary (exit 1: none)")
+    where = primary.add_mutually_exclusive_group()
+    where.add_argument("--url", default="http://127.0.0.1:7676", help="an agent's admin API")
+    where.add_argument("--config", default=None, help="an agent's config: its listen_http")
+    primary.add_argument("--token", default=None, help="default: $BINKEEPER_TOKEN")
+    primary.add_argument("--ca", default=None, help="the CA of an https admin API")
+    primary.set_defaults(handler=_lazy("agent.cli.primary:main"))
+
     token = sub.add_parser("token", help="a bearer token for an agent's admin API")
     token.add_argument("--config", required=True, help="the agent's TOML config file")
     token.add_argument("--scope", choices=["read", "admin"], default="read")

@@ -33,6 +33,16 @@ def render(status: dict[str, Any]) -> str:
             f"role {tl['role']}, leader {tl['leader'] or '-'}, commit_lsn {tl['commit_lsn']}, "
             f"flush_lsn {tl['flush_lsn']}, committed_gtid {tl.get('committed_gtid') or '-'}"
         )
+        primary = tl.get("primary")
+        lines.append(f"  primary: {primary['host']}:{primary['port']} (beside {primary['node']})"
+                     if primary else "  primary: none recorded")
+        for server in tl.get("servers") or []:
+            lines.append(f"  server {server['node']:<10} {server['role']:<10} "
+                         f"{server.get('address') or '-':<22} applied "
+                         f"{server.get('applied_gtid') or '-'}")
+        waiting = (tl.get("failover") or {}).get("waiting")
+        if waiting:
+            lines.append(f"  failover: {waiting}")
         if tl.get("disk_full"):
             lines.append(f"  DISK FULL: not acknowledging ({tl.get('disk_error')})")
         lines.append(f"  {'member':<12} {'role':<8} {'flush_lsn':>14} {'match_lsn':>14}")

@@ -110,6 +110,7 @@ class LocalMariaDB:
             f"--sync-binlog={1 if self.sync_binlog else 0}",
             f"--innodb-flush-log-at-trx-commit={1 if self.sync_binlog else 2}",
             "--gtid-strict-mode=ON",
+            "--log-slave-updates=ON",  # every server of a group, as DESIGN.md asks
         ]
         if os.geteuid() == 0:
             args.append("--user=root")

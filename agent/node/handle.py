@@ -14,7 +14,9 @@ from typing import Any
 import trio
 
 import consensus
+import walstore
 from agent.config import check_node_id, is_loopback, parse_address
+from agent.node.group_record import GroupRecord
 from agent.node.loop import CommitOutcomeUnknown, TimelineNode
 
 NotLeader = consensus.NotLeader
@@ -62,6 +64,26 @@ class TimelineHandle:
 
     async def wait_role_change(self) -> None:
         await self._node.wait_role_change()
+
+    # ---- the group's decisions (agent/failover) ----------------------------------------
+
+    def group_record(self) -> GroupRecord | None:
+        """The newest committed GROUP record: who the primary is, or None before the first
+        decision. (A record that does not decode is refused before it is stored.)"""
+        node = self._node
+        entry = node.store.group_record_at_or_below(min(node.commit_lsn, node.store.flush_lsn))
+        return GroupRecord.decode(entry.payload) if entry is not None else None
+
+    def committed_gtid(self) -> str:
+        """The quorum's GTID position: every domain's newest committed GTID."""
+        node = self._node
+        return walstore.format_position(node.store.gtids_at(node.commit_lsn))
+
+    async def record_group(self, record: GroupRecord) -> int:
+        """Propose RECORD and wait until it is committed; its end LSN. Raises
+        consensus.NotLeader (also when leadership moves before it commits)."""
+        waiter = self._node.submit(record.encode(), kind=consensus.RecordKind.GROUP)
+        return await self._node.wait(waiter)
 
     def status(self) -> dict[str, Any]:
         extra = self._status_extra() if self._status_extra is not None else {}

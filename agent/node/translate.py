@@ -12,6 +12,7 @@ from typing import Any
 import consensus
 import walstore
 from agent.config import ConfigError, check_node_id
+from agent.node.group_record import GroupRecord, GroupRecordError
 from agent.wire import peer_pb2 as pb
 
 # A record's payload on the wire is bounded like one in the WAL: the store refuses more.
@@ -151,6 +152,11 @@ def _check_entries(msg: consensus.AppendRequest) -> None:
                 raise TranslationError(f"{where}: bad GTID {entry.gtid!r}") from exc
         if entry.kind is consensus.RecordKind.CONFIG:
             _check_membership(entry, where)
+        elif entry.kind is consensus.RecordKind.GROUP:
+            try:
+                GroupRecord.decode(entry.payload)
+            except GroupRecordError as exc:
+                raise TranslationError(f"{where}: {exc}") from exc
         lsn, term = entry.end_lsn, entry.term
 
 

@@ -111,6 +111,8 @@ class PeerTransport:
             send, receive = trio.open_memory_channel[Any](QUEUE_MESSAGES)
             self.links[peer.id] = PeerLink(peer.id, peer.addr, send, receive)
         self.known_nodes = frozenset(config.member_ids)
+        # node id -> the address of the MariaDB server beside it, from its Hello
+        self.peer_servers: dict[str, Address] = {}
         self.refused_inbound = 0  # handshakes refused: TLS, certificate, Hello
         self.broken_inbound = 0  # connections closed for a protocol error after the handshake
         self._inbound = 0  # connections being served, handshaking ones included
@@ -124,11 +126,14 @@ class PeerTransport:
             self._client_tls = tls.peer_client_context(config.tls)
 
     def hello(self) -> pb.Hello:
+        mariadb = self.config.mariadb
         return pb.Hello(
             protocol_version=wire.PROTOCOL_VERSION,
             cluster_id=self.config.cluster_id,
             timeline_id=self.config.timeline_id,
             node_id=self.config.node_id,
+            server_host=mariadb.host if mariadb.enabled else "",
+            server_port=mariadb.port if mariadb.enabled else 0,
         )
 
     def send(self, dst: str, msg: Any) -> None:
@@ -388,6 +393,12 @@ class PeerTransport:
                         )
                     )
                 )
+                if reason is None and hello.server_host:
+                    try:
+                        self.peer_servers[peer_id] = Address(hello.server_host,
+                                                             int(hello.server_port))
+                    except ValueError:
+                        pass
                 if reason is not None:
                     self.refused_inbound += 1
                     self._complain(logging.WARNING, host, "refused",

@@ -49,6 +49,9 @@ def check_hello(
         return f"timeline {hello.timeline_id} is not served here (this agent has {timeline_id})"
     if hello.node_id not in set(known_nodes):
         return f"node {hello.node_id!r} is not a member of this cluster"
+    if hello.server_host and (len(hello.server_host) > 255
+                              or not 1 <= hello.server_port <= 65535):
+        return f"server address {hello.server_host[:64]!r}:{hello.server_port} is not valid"
     return None
 
 

@@ -24,37 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\npeer.proto\x12\x11\x62inkeeper.peer.v1\"[\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x13\n\x0btimeline_id\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"Y\n\nHelloReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x82\x01\n\x06Record\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.binkeeper.peer.v1.RecordKind\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x0c\n\x04gtid\x18\x05 \x01(\t\x12\x11\n\tcontinued\x18\x06 \x01(\x08\"\x89\x01\n\x0bVoteRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\t\x12\x15\n\rlast_log_term\x18\x03 \x01(\x04\x12\x10\n\x08last_lsn\x18\x04 \x01(\x04\x12\x10\n\x08pre_vote\x18\x05 \x01(\x08\x12\x1b\n\x13leadership_transfer\x18\x06 \x01(\x08\"Q\n\x0cVoteResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x10\n\x08voter_id\x18\x02 \x01(\t\x12\x0f\n\x07granted\x18\x03 \x01(\x08\x12\x10\n\x08pre_vote\x18\x04 \x01(\x08\"\xa9\x01\n\rAppendRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x10\n\x08prev_lsn\x18\x03 \x01(\x04\x12\x11\n\tprev_term\x18\x04 \x01(\x04\x12\x12\n\ncommit_lsn\x18\x05 \x01(\x04\x12*\n\x07records\x18\x06 \x03(\x0b\x32\x19.binkeeper.peer.v1.Record\x12\x12\n\nrebuild_to\x18\x07 \x01(\x04\",\n\tTermStart\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tstart_lsn\x18\x02 \x01(\x04\"\xd2\x01\n\x0e\x41ppendResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\x11\n\tflush_lsn\x18\x04 \x01(\x04\x12\x10\n\x08hint_lsn\x18\x05 \x01(\x04\x12\x11\n\thint_term\x18\x06 \x01(\x04\x12\x10\n\x08last_lsn\x18\x07 \x01(\x04\x12\x32\n\x0cterm_history\x18\x08 \x03(\x0b\x32\x1c.binkeeper.peer.v1.TermStart\x12\x12\n\nrebuilding\x18\t \x01(\x08\"i\n\tHeartbeat\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x12\n\ncommit_lsn\x18\x03 \x01(\x04\x12\x13\n\x0b\x63ommit_only\x18\x04 \x01(\x08\x12\x12\n\nrebuild_to\x18\x05 \x01(\x04\"Y\n\x11HeartbeatResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tflush_lsn\x18\x03 \x01(\x04\x12\x12\n\nrebuilding\x18\x04 \x01(\x08\"-\n\nTimeoutNow\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\"\x8c\x04\n\x08\x45nvelope\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.binkeeper.peer.v1.HelloH\x00\x12\x34\n\x0bhello_reply\x18\x02 \x01(\x0b\x32\x1d.binkeeper.peer.v1.HelloReplyH\x00\x12\x36\n\x0cvote_request\x18\x03 \x01(\x0b\x32\x1e.binkeeper.peer.v1.VoteRequestH\x00\x12\x38\n\rvote_response\x18\x04 \x01(\x0b\x32\x1f.binkeeper.peer.v1.VoteResponseH\x00\x12:\n\x0e\x61ppend_request\x18\x05 \x01(\x0b\x32 .binkeeper.peer.v1.AppendRequestH\x00\x12<\n\x0f\x61ppend_response\x18\x06 \x01(\x0b\x32!.binkeeper.peer.v1.AppendResponseH\x00\x12\x31\n\theartbeat\x18\x07 \x01(\x0b\x32\x1c.binkeeper.peer.v1.HeartbeatH\x00\x12\x42\n\x12heartbeat_response\x18\x08 \x01(\x0b\x32$.binkeeper.peer.v1.HeartbeatResponseH\x00\x12\x34\n\x0btimeout_now\x18\t \x01(\x0b\x32\x1d.binkeeper.peer.v1.TimeoutNowH\x00\x42\x06\n\x04\x62ody*s\n\nRecordKind\x12\x14\n\x10RECORD_KIND_DATA\x10\x00\x12\x1a\n\x16RECORD_KIND_TERM_START\x10\x01\x12\x16\n\x12RECORD_KIND_CONFIG\x10\x02\x12\x1b\n\x17RECORD_KIND_BINLOG_META\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\npeer.proto\x12\x11\x62inkeeper.peer.v1\"\x85\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x13\n\x0btimeline_id\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x13\n\x0bserver_host\x18\x05 \x01(\t\x12\x13\n\x0bserver_port\x18\x06 \x01(\r\"Y\n\nHelloReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x82\x01\n\x06Record\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.binkeeper.peer.v1.RecordKind\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x0c\n\x04gtid\x18\x05 \x01(\t\x12\x11\n\tcontinued\x18\x06 \x01(\x08\"\x89\x01\n\x0bVoteRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x14\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\t\x12\x15\n\rlast_log_term\x18\x03 \x01(\x04\x12\x10\n\x08last_lsn\x18\x04 \x01(\x04\x12\x10\n\x08pre_vote\x18\x05 \x01(\x08\x12\x1b\n\x13leadership_transfer\x18\x06 \x01(\x08\"Q\n\x0cVoteResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x10\n\x08voter_id\x18\x02 \x01(\t\x12\x0f\n\x07granted\x18\x03 \x01(\x08\x12\x10\n\x08pre_vote\x18\x04 \x01(\x08\"\xa9\x01\n\rAppendRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x10\n\x08prev_lsn\x18\x03 \x01(\x04\x12\x11\n\tprev_term\x18\x04 \x01(\x04\x12\x12\n\ncommit_lsn\x18\x05 \x01(\x04\x12*\n\x07records\x18\x06 \x03(\x0b\x32\x19.binkeeper.peer.v1.Record\x12\x12\n\nrebuild_to\x18\x07 \x01(\x04\",\n\tTermStart\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tstart_lsn\x18\x02 \x01(\x04\"\xd2\x01\n\x0e\x41ppendResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\x11\n\tflush_lsn\x18\x04 \x01(\x04\x12\x10\n\x08hint_lsn\x18\x05 \x01(\x04\x12\x11\n\thint_term\x18\x06 \x01(\x04\x12\x10\n\x08last_lsn\x18\x07 \x01(\x04\x12\x32\n\x0cterm_history\x18\x08 \x03(\x0b\x32\x1c.binkeeper.peer.v1.TermStart\x12\x12\n\nrebuilding\x18\t \x01(\x08\"i\n\tHeartbeat\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x12\n\ncommit_lsn\x18\x03 \x01(\x04\x12\x13\n\x0b\x63ommit_only\x18\x04 \x01(\x08\x12\x12\n\nrebuild_to\x18\x05 \x01(\x04\"Y\n\x11HeartbeatResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tflush_lsn\x18\x03 \x01(\x04\x12\x12\n\nrebuilding\x18\x04 \x01(\x08\"-\n\nTimeoutNow\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\"\x8c\x04\n\x08\x45nvelope\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.binkeeper.peer.v1.HelloH\x00\x12\x34\n\x0bhello_reply\x18\x02 \x01(\x0b\x32\x1d.binkeeper.peer.v1.HelloReplyH\x00\x12\x36\n\x0cvote_request\x18\x03 \x01(\x0b\x32\x1e.binkeeper.peer.v1.VoteRequestH\x00\x12\x38\n\rvote_response\x18\x04 \x01(\x0b\x32\x1f.binkeeper.peer.v1.VoteResponseH\x00\x12:\n\x0e\x61ppend_request\x18\x05 \x01(\x0b\x32 .binkeeper.peer.v1.AppendRequestH\x00\x12<\n\x0f\x61ppend_response\x18\x06 \x01(\x0b\x32!.binkeeper.peer.v1.AppendResponseH\x00\x12\x31\n\theartbeat\x18\x07 \x01(\x0b\x32\x1c.binkeeper.peer.v1.HeartbeatH\x00\x12\x42\n\x12heartbeat_response\x18\x08 \x01(\x0b\x32$.binkeeper.peer.v1.HeartbeatResponseH\x00\x12\x34\n\x0btimeout_now\x18\t \x01(\x0b\x32\x1d.binkeeper.peer.v1.TimeoutNowH\x00\x42\x06\n\x04\x62ody*\x8a\x01\n\nRecordKind\x12\x14\n\x10RECORD_KIND_DATA\x10\x00\x12\x1a\n\x16RECORD_KIND_TERM_START\x10\x01\x12\x16\n\x12RECORD_KIND_CONFIG\x10\x02\x12\x1b\n\x17RECORD_KIND_BINLOG_META\x10\x03\x12\x15\n\x11RECORD_KIND_GROUP\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDKIND']._serialized_start=1776
-  _globals['_RECORDKIND']._serialized_end=1891
-  _globals['_HELLO']._serialized_start=33
-  _globals['_HELLO']._serialized_end=124
-  _globals['_HELLOREPLY']._serialized_start=126
-  _globals['_HELLOREPLY']._serialized_end=215
-  _globals['_RECORD']._serialized_start=218
-  _globals['_RECORD']._serialized_end=348
-  _globals['_VOTEREQUEST']._serialized_start=351
-  _globals['_VOTEREQUEST']._serialized_end=488
-  _globals['_VOTERESPONSE']._serialized_start=490
-  _globals['_VOTERESPONSE']._serialized_end=571
-  _globals['_APPENDREQUEST']._serialized_start=574
-  _globals['_APPENDREQUEST']._serialized_end=743
-  _globals['_TERMSTART']._serialized_start=745
-  _globals['_TERMSTART']._serialized_end=789
-  _globals['_APPENDRESPONSE']._serialized_start=792
-  _globals['_APPENDRESPONSE']._serialized_end=1002
-  _globals['_HEARTBEAT']._serialized_start=1004
-  _globals['_HEARTBEAT']._serialized_end=1109
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1111
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1200
-  _globals['_TIMEOUTNOW']._serialized_start=1202
-  _globals['_TIMEOUTNOW']._serialized_end=1247
-  _globals['_ENVELOPE']._serialized_start=1250
-  _globals['_ENVELOPE']._serialized_end=1774
+  _globals['_RECORDKIND']._serialized_start=1820
+  _globals['_RECORDKIND']._serialized_end=1958
+  _globals['_HELLO']._serialized_start=34
+  _globals['_HELLO']._serialized_end=167
+  _globals['_HELLOREPLY']._serialized_start=169
+  _globals['_HELLOREPLY']._serialized_end=258
+  _globals['_RECORD']._serialized_start=261
+  _globals['_RECORD']._serialized_end=391
+  _globals['_VOTEREQUEST']._serialized_start=394
+  _globals['_VOTEREQUEST']._serialized_end=531
+  _globals['_VOTERESPONSE']._serialized_start=533
+  _globals['_VOTERESPONSE']._serialized_end=614
+  _globals['_APPENDREQUEST']._serialized_start=617
+  _globals['_APPENDREQUEST']._serialized_end=786
+  _globals['_TERMSTART']._serialized_start=788
+  _globals['_TERMSTART']._serialized_end=832
+  _globals['_APPENDRESPONSE']._serialized_start=835
+  _globals['_APPENDRESPONSE']._serialized_end=1045
+  _globals['_HEARTBEAT']._serialized_start=1047
+  _globals['_HEARTBEAT']._serialized_end=1152
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1154
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1243
+  _globals['_TIMEOUTNOW']._serialized_start=1245
+  _globals['_TIMEOUTNOW']._serialized_end=1290
+  _globals['_ENVELOPE']._serialized_start=1293
+  _globals['_ENVELOPE']._serialized_end=1817
 # @@protoc_insertion_point(module_scope)

@@ -13,22 +13,28 @@ class RecordKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECORD_KIND_TERM_START: _ClassVar[RecordKind]
     RECORD_KIND_CONFIG: _ClassVar[RecordKind]
     RECORD_KIND_BINLOG_META: _ClassVar[RecordKind]
+    RECORD_KIND_GROUP: _ClassVar[RecordKind]
 RECORD_KIND_DATA: RecordKind
 RECORD_KIND_TERM_START: RecordKind
 RECORD_KIND_CONFIG: RecordKind
 RECORD_KIND_BINLOG_META: RecordKind
+RECORD_KIND_GROUP: RecordKind
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "cluster_id", "timeline_id", "node_id")
+    __slots__ = ("protocol_version", "cluster_id", "timeline_id", "node_id", "server_host", "server_port")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_HOST_FIELD_NUMBER: _ClassVar[int]
+    SERVER_PORT_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     cluster_id: str
     timeline_id: str
     node_id: str
-    def __init__(self, protocol_version: _Optional[int] = ..., cluster_id: _Optional[str] = ..., timeline_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+    server_host: str
+    server_port: int
+    def __init__(self, protocol_version: _Optional[int] = ..., cluster_id: _Optional[str] = ..., timeline_id: _Optional[str] = ..., node_id: _Optional[str] = ..., server_host: _Optional[str] = ..., server_port: _Optional[int] = ...) -> None: ...
 
 class HelloReply(_message.Message):
     __slots__ = ("protocol_version", "node_id", "accepted", "reason")

@@ -88,7 +88,7 @@ async def test_commits_wait_for_the_quorum(primary: LocalMariaDB, tmp_path: Path
     try:
         leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
         await wait_until(
-            lambda: (t := cluster.agents[leader].timeline()) and (t["primary"] or {}).get(
+            lambda: (t := cluster.agents[leader].timeline()) and (t["source"] or {}).get(
                 "connected"), 15, "the leader to tail the primary", cluster.logs)
 
         # every commit is acknowledged through the quorum (none falls back to asynchronous)
@@ -100,7 +100,7 @@ async def test_commits_wait_for_the_quorum(primary: LocalMariaDB, tmp_path: Path
         assert status(primary, "Rpl_semi_sync_master_no_tx") == 0
         assert status(primary, "Rpl_semi_sync_master_yes_tx") >= 200
         # The leader reports where each transaction's time went, stage by stage.
-        source = (cluster.agents[leader].timeline() or {})["primary"]
+        source = (cluster.agents[leader].timeline() or {})["source"]
         assert source["acks"] >= 200
         stages = source["latency"]
         assert set(stages) == {"read_to_append", "append_to_commit", "commit_to_ack",
@@ -153,7 +153,7 @@ async def test_unsafe_primary_settings_are_named(primary: LocalMariaDB, tmp_path
     try:
         agent = cluster.agents["a1"]
         error = await wait_until(
-            lambda: ((agent.timeline() or {}).get("primary") or {}).get("error"), 20,
+            lambda: ((agent.timeline() or {}).get("source") or {}).get("error"), 20,
             "a settings error", cluster.logs)
         assert "rpl_semi_sync_master_enabled" in error
         assert "SET GLOBAL rpl_semi_sync_master_enabled=ON" in error
@@ -207,7 +207,7 @@ async def test_primary_killed_and_restarted(tmp_path: Path) -> None:
         leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
         workload = Workload(lambda: primary.connect(), seed=8, accounts=20)
         await wait_until(lambda: (t := cluster.agents[leader].timeline()) and
-                         (t["primary"] or {}).get("connected"), 15, "tailing", cluster.logs)
+                         (t["source"] or {}).get("connected"), 15, "tailing", cluster.logs)
         setup = threading.Thread(target=workload.setup, daemon=True)
         setup.start()
         await wait_until(lambda: not setup.is_alive(), 30, "the schema (through the quorum)")

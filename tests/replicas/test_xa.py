@@ -51,7 +51,7 @@ async def test_xa_prepare_commit_and_rollback_are_acknowledged_and_replicated(
                 1, 3, 4]
             for agent in cluster.agents.values():
                 timeline = agent.timeline()
-                assert timeline is not None and not (timeline["primary"] or {}).get("error")
+                assert timeline is not None and not (timeline["source"] or {}).get("error")
     except pymysql.err.OperationalError as exc:
         pytest.fail(f"an XA statement did not return: {exc}")
     finally:
@@ -62,7 +62,7 @@ def _tailing_leader(cluster: Cluster, other_than: str | None = None) -> str | No
     leader = cluster.leader()
     if leader is None or leader == other_than:
         return None
-    primary = (cluster.agents[leader].timeline() or {}).get("primary") or {}
+    primary = (cluster.agents[leader].timeline() or {}).get("source") or {}
     return leader if primary.get("connected") else None
 
 

@@ -115,7 +115,7 @@ class Cluster:
         extra_args: list[str] | None = None,
         consensus: dict[str, int] | None = None,
         use_proxies: bool = True,
-        mariadb_port: int | None = None,
+        mariadb_port: int | dict[str, int] | None = None,
         preferred_leader: str | None = None,
         serve_replicas: bool = False,
         replication: dict[str, int | bool] | None = None,
@@ -170,8 +170,10 @@ class Cluster:
                         else self.agents[other].peer_port
                     )
                     lines += ["[[peers]]", f'id = "{other}"', f'addr = "127.0.0.1:{port}"']
-            if mariadb_port is not None:
-                lines += ["[mariadb]", 'host = "127.0.0.1"', f"port = {mariadb_port}",
+            port_here = (mariadb_port.get(node_id) if isinstance(mariadb_port, dict)
+                         else mariadb_port)  # one server for all, or one beside each
+            if port_here is not None:
+                lines += ["[mariadb]", 'host = "127.0.0.1"', f"port = {port_here}",
                           'user = "root"', 'password = ""']
             if agent.mysql_port is not None:
                 lines += ["[replication]", f'user = "{REPLICATION_USER}"',
@@ -272,6 +274,6 @@ async def wait_tailing(cluster: Cluster) -> str:
     """Wait for a leader that tails the MariaDB primary; returns its id."""
     leader: str = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
     await wait_until(
-        lambda: ((cluster.agents[leader].timeline() or {}).get("primary") or {}).get(
+        lambda: ((cluster.agents[leader].timeline() or {}).get("source") or {}).get(
             "connected"), 15, "the leader to tail the primary", cluster.logs)
     return leader

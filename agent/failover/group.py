@@ -1,0 +1,130 @@
+"""The group's servers and the choices made about them, sans-I/O (docs/failover.md).
+
+Probes (agent/mariadb/probe.py) fill in a ServerState per server; the functions here say
+what is wrong with one, which server to adopt as the primary, and which replica to promote.
+Every refusal names its reason, so status and logs can say why nothing happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import walstore
+
+# What every server of a group must run with (DESIGN.md): variable -> the value needed.
+REQUIRED_OPTIONS: Mapping[str, str] = {
+    "log_bin": "ON",
+    "log_slave_updates": "ON",
+    "binlog_format": "ROW",
+    "binlog_checksum": "CRC32",
+    "gtid_strict_mode": "ON",
+}
+
+
+@dataclass(frozen=True)
+class ServerState:
+    node: str  # the agent beside it
+    host: str
+    port: int
+    reachable: bool = False
+    error: str | None = None  # why it could not be probed
+    server_id: int = 0
+    read_only: bool = True
+    gtid_binlog_pos: str = ""  # what it has written to its binlog
+    gtid_slave_pos: str = ""  # what it has applied as a replica
+    options: Mapping[str, str] = field(default_factory=dict)  # REQUIRED_OPTIONS' variables
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    server: ServerState | None  # None: nothing may be chosen now
+    reason: str  # why this one, or why none
+
+
+def config_problems(state: ServerState) -> list[str]:
+    """What must be set on STATE's server before it may be chosen as primary, each naming
+    the option; empty when it is fit."""
+    problems = [f"{state.node}'s server {state.address}: set {name}={needed} "
+                f"(it is {state.options.get(name, 'unset')})"
+                for name, needed in REQUIRED_OPTIONS.items()
+                if state.options.get(name, "").upper() != needed]
+    if state.reachable and state.server_id == 0:
+        problems.append(f"{state.node}'s server {state.address}: set a server_id")
+    return problems
+
+
+def duplicate_server_ids(states: Iterable[ServerState]) -> list[str]:
+    """Servers sharing a server_id (replicas would drop each other's events)."""
+    seen: dict[int, list[ServerState]] = {}
+    for state in states:
+        if state.reachable:
+            seen.setdefault(state.server_id, []).append(state)
+    return [f"server_id {server_id} is used by "
+            + " and ".join(f"{s.node}'s server {s.address}" for s in same)
+            for server_id, same in sorted(seen.items()) if len(same) > 1]
+
+
+def _position(state: ServerState) -> dict[int, walstore.Gtid]:
+    """What a server holds: its binlog (a primary, or a replica with log_slave_updates)."""
+    try:
+        return walstore.parse_position(state.gtid_binlog_pos or state.gtid_slave_pos)
+    except walstore.GtidError:
+        return {}  # unreadable: ranks last
+
+
+def _advanced(states: Sequence[ServerState], preferred: str | None) -> list[ServerState]:
+    """Most advanced first (a server whose position covers another's ranks before it);
+    ties by the preferred node, then node id."""
+    def key(state: ServerState) -> tuple[int, int, str]:
+        position = _position(state)
+        covered = sum(1 for other in states
+                      if other is not state and walstore.covers(position, _position(other)))
+        return (-covered, 0 if state.node == preferred else 1, state.node)
+    return sorted(states, key=key)
+
+
+def choose_adopted(states: Sequence[ServerState], preferred: str | None = None) -> Choice:
+    """The primary of a group the agents take over: its one writable server; when none is
+    writable, the most advanced well-configured one. Two writable servers are refused."""
+    servers = _distinct(states)
+    writable = [s for s in servers if s.reachable and not s.read_only]
+    if len(writable) > 1:
+        names = " and ".join(f"{s.node}'s server {s.address}" for s in writable)
+        return Choice(None, f"two writable servers, {names}: make all but the primary "
+                            "read_only=ON")
+    if writable:
+        return Choice(writable[0], f"the one writable server, {writable[0].address}")
+    fit = [s for s in servers if s.reachable and not config_problems(s)]
+    if not fit:
+        return Choice(None, "no reachable, well-configured server to make the primary")
+    best = _advanced(fit, preferred)[0]
+    return Choice(best, f"no writable server; {best.address} is the most advanced")
+
+
+def choose_candidate(states: Sequence[ServerState], failed: str,
+                     preferred: str | None = None) -> Choice:
+    """The replica to promote when the primary beside node FAILED is lost: reachable,
+    read-only, well-configured, most advanced."""
+    candidates = [s for s in _distinct(states)
+                  if s.node != failed and s.reachable and s.read_only
+                  and not config_problems(s)]
+    if not candidates:
+        return Choice(None, "no live, well-configured replica to promote")
+    best = _advanced(candidates, preferred)[0]
+    return Choice(best, f"the most advanced live replica, {best.address}")
+
+
+def _distinct(states: Sequence[ServerState]) -> list[ServerState]:
+    """One state per server (agents sharing a server report it once: the first node)."""
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for state in sorted(states, key=lambda s: s.node):
+        if (state.host, state.port) not in seen:
+            seen.add((state.host, state.port))
+            out.append(state)
+    return out

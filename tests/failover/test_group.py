@@ -1,0 +1,100 @@
+"""The choices about a group's servers (sans-I/O), and GROUP records as the log holds them."""
+
+from __future__ import annotations
+
+import pytest
+
+import consensus
+from agent.failover.group import (
+    REQUIRED_OPTIONS,
+    ServerState,
+    choose_adopted,
+    choose_candidate,
+    config_problems,
+    duplicate_server_ids,
+)
+from agent.node import translate
+from agent.node.group_record import GroupRecord, GroupRecordError, PrimaryServer
+
+GOOD = dict(REQUIRED_OPTIONS)
+
+
+def server(node: str, port: int, *, writable: bool = False, gtid: str = "0-1-10",
+           server_id: int | None = None, reachable: bool = True,
+           options: dict[str, str] | None = None) -> ServerState:
+    return ServerState(node, "127.0.0.1", port, reachable=reachable,
+                       server_id=server_id if server_id is not None else port,
+                       read_only=not writable, gtid_binlog_pos=gtid,
+                       options=GOOD if options is None else options)
+
+
+def test_the_one_writable_server_is_adopted() -> None:
+    states = [server("a1", 1, gtid="0-1-5"), server("a2", 2, writable=True, gtid="0-1-3"),
+              server("a3", 3, gtid="0-1-9")]
+    choice = choose_adopted(states)
+    assert choice.server is states[1] and "one writable" in choice.reason
+
+
+def test_two_writable_servers_are_refused_naming_both() -> None:
+    choice = choose_adopted([server("a1", 1, writable=True), server("a2", 2, writable=True),
+                             server("a3", 3)])
+    assert choice.server is None
+    assert "a1's server 127.0.0.1:1 and a2's server 127.0.0.1:2" in choice.reason
+
+
+def test_without_a_writable_server_the_most_advanced_fit_one_is_adopted() -> None:
+    states = [server("a1", 1, gtid="0-1-5,1-2-3"), server("a2", 2, gtid="0-1-7,1-2-3"),
+              server("a3", 3, gtid="0-1-9", options={**GOOD, "log_slave_updates": "OFF"})]
+    assert choose_adopted(states).server is states[1]  # a3 is ahead but misconfigured
+    tied = [server("a1", 1, gtid="0-1-7"), server("a2", 2, gtid="0-1-7")]
+    assert choose_adopted(tied).server is tied[0]  # node id breaks the tie
+    assert choose_adopted(tied, preferred="a2").server is tied[1]  # preferred first
+    down = [server("a1", 1, reachable=False)]
+    assert choose_adopted(down).server is None
+
+
+def test_agents_sharing_one_server_count_it_once() -> None:
+    same = [server("a2", 7, writable=True), server("a1", 7, writable=True)]
+    choice = choose_adopted(same)
+    assert choice.server is not None and choice.server.node == "a1"
+
+
+def test_the_failover_candidate_is_a_live_fit_replica() -> None:
+    states = [server("a1", 1, gtid="0-1-20"),  # the lost primary's server
+              server("a2", 2, gtid="0-1-9"), server("a3", 3, gtid="0-1-12"),
+              server("a4", 4, gtid="0-1-15", reachable=False),
+              server("a5", 5, gtid="0-1-19", writable=True)]
+    assert choose_candidate(states, failed="a1").server is states[2]
+    none = choose_candidate([server("a1", 1), server("a2", 2, reachable=False)], failed="a1")
+    assert none.server is None and "no live" in none.reason
+
+
+def test_misconfiguration_names_the_option() -> None:
+    state = server("a1", 1, options={**GOOD, "binlog_format": "MIXED", "gtid_strict_mode": "OFF"})
+    problems = config_problems(state)
+    assert any("set binlog_format=ROW (it is MIXED)" in p for p in problems)
+    assert any("set gtid_strict_mode=ON" in p for p in problems)
+    assert config_problems(server("a2", 2)) == []
+    dupes = duplicate_server_ids([server("a1", 1, server_id=5), server("a2", 2, server_id=5)])
+    assert dupes == ["server_id 5 is used by a1's server 127.0.0.1:1 and a2's server "
+                     "127.0.0.1:2"]
+
+
+def test_group_records_round_trip_and_garbage_is_refused() -> None:
+    record = GroupRecord(1, PrimaryServer("a2", "10.0.0.2", 3306, 2), "adopted", "0-1-9", 3)
+    assert GroupRecord.decode(record.encode()) == record
+    for bad in (b"", b"{", b"[]", b'{"epoch": 1}',
+                record.encode().replace(b'"adopted"', b'"guessed"'),
+                record.encode().replace(b'"a2"', b'"bad id!"'),
+                record.encode().replace(b"3306", b"-1")):
+        with pytest.raises(GroupRecordError):
+            GroupRecord.decode(bad)
+
+
+def test_a_peer_cannot_send_a_group_record_that_does_not_decode() -> None:
+    good = consensus.Entry(0, 1, consensus.RecordKind.GROUP, GroupRecord(
+        1, PrimaryServer("a1", "h", 1, 1), "failover", "", 1).encode())
+    bad = consensus.Entry(0, 1, consensus.RecordKind.GROUP, b'{"primary": 7}')
+    translate.check(consensus.AppendRequest(1, "a2", 0, 0, 0, (good,)))
+    with pytest.raises(translate.TranslationError, match="not a GROUP record"):
+        translate.check(consensus.AppendRequest(1, "a2", 0, 0, 0, (bad,)))
