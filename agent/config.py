@@ -67,6 +67,12 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True)
+class FailoverConfig:
+    enabled: bool = True
+    primary_timeout_ms: int = 2000  # silence (stream and SQL probe) before the primary is lost
+
+
+@dataclass(frozen=True)
 class ConsensusConfig:
     tick_ms: int = 50
     election_ticks: int = 10  # election timeout is randomized in [1, 2) x this
@@ -104,6 +110,7 @@ class Config:
     mariadb: MariaDBConfig = field(default_factory=MariaDBConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    failover: FailoverConfig = field(default_factory=FailoverConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     # [tls]: peers speak mutual TLS (node id from the certificate), the admin API is HTTPS,
     # the replication port offers TLS. None: plain TCP, allowed only on loopback listeners.
@@ -246,6 +253,16 @@ def parse_config(data: dict[str, Any]) -> Config:
             raise ConfigError(f"replication.server_id: {replication.server_id} is out of range")
         _no_leftovers(rep, "replication.")
 
+    failover = FailoverConfig()
+    if "failover" in table:
+        fo = dict(_take(table, "failover", "", dict))
+        failover = FailoverConfig(
+            enabled=_take(fo, "enabled", "failover.", bool, True),
+            primary_timeout_ms=_positive(
+                _take(fo, "primary_timeout_ms", "failover.", int, 2000),
+                "failover.primary_timeout_ms"))
+        _no_leftovers(fo, "failover.")
+
     consensus = ConsensusConfig()
     if "consensus" in table:
         cons = dict(_take(table, "consensus", "", dict))
@@ -323,6 +340,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         consensus=consensus,
         admin=admin,
         tls=tls,
+        failover=failover,
     )
 
 

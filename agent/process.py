@@ -22,6 +22,7 @@ import consensus
 import walstore
 from agent.config import Config, derived_server_id
 from agent.failover.controller import FailoverController
+from agent.failover.keeper import ServerKeeper
 from agent.layout import timeline_dir
 from agent.node.handle import TimelineHandle
 from agent.node.loop import TimelineNode
@@ -66,6 +67,7 @@ class Agent:
         self.source: MariaDBSource | None = None
         self.replication: ReplicationServer | None = None
         self.failover: FailoverController | None = None
+        self.keeper: ServerKeeper | None = None
         self.loop_health = LoopHealth()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -112,11 +114,14 @@ class Agent:
                     await nursery.start(self.replication.run)
                 if config.mariadb.enabled:
                     transport = self.transport
-                    self.failover = FailoverController(config, self.timeline,
-                                                       lambda: dict(transport.peer_servers))
+                    self.failover = FailoverController(
+                        config, self.timeline, lambda: dict(transport.peer_servers),
+                        lambda: self.source.status.last_read if self.source else 0.0)
                     nursery.start_soon(self.failover.run)
+                    self.keeper = ServerKeeper(config, self.timeline)
+                    nursery.start_soon(self.keeper.run)
                     self.source = MariaDBSource(config.mariadb, config.node_id, self.node,
-                                                self.store)
+                                                self.store, self._recorded_primary)
                     nursery.start_soon(self.source.run)
                 self.extra_tasks(nursery)
                 log.info(
@@ -166,6 +171,11 @@ class Agent:
         if self.transport is not None:
             self.transport.update_members(membership.members, dict(membership.addresses))
 
+    def _recorded_primary(self) -> tuple[str, int] | None:
+        """Where the recorded primary is: the server the leader tails (docs/failover.md)."""
+        record = self.timeline.group_record() if self.timeline is not None else None
+        return (record.primary.host, record.primary.port) if record is not None else None
+
     def _deliver(self, msg: Any) -> None:
         assert self.node is not None
         self.node.deliver(msg)
@@ -177,6 +187,7 @@ class Agent:
     def _timeline_status(self) -> dict[str, Any]:
         return {
             "source": self.source.status.as_dict() if self.source else None,
+            "keeper": self.keeper.status.as_dict() if self.keeper else None,
             **(self.failover.status() if self.failover else {"primary": None, "servers": []}),
             "replication": self.replication.status.as_dict() if self.replication else None,
             "peers": self.transport.status() if self.transport else {},

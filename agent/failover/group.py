@@ -106,12 +106,12 @@ def choose_adopted(states: Sequence[ServerState], preferred: str | None = None) 
     return Choice(best, f"no writable server; {best.address} is the most advanced")
 
 
-def choose_candidate(states: Sequence[ServerState], failed: str,
+def choose_candidate(states: Sequence[ServerState], failed: tuple[str, int],
                      preferred: str | None = None) -> Choice:
-    """The replica to promote when the primary beside node FAILED is lost: reachable,
+    """The replica to promote when the primary at FAILED (host, port) is lost: reachable,
     read-only, well-configured, most advanced."""
     candidates = [s for s in _distinct(states)
-                  if s.node != failed and s.reachable and s.read_only
+                  if (s.host, s.port) != failed and s.reachable and s.read_only
                   and not config_problems(s)]
     if not candidates:
         return Choice(None, "no live, well-configured replica to promote")

@@ -24,7 +24,8 @@ import walstore
 from agent.binlog.files import read_transactions
 from agent.binlog.transactions import whole_transactions
 from agent.config import Address, Config, MariaDBConfig, Peer
-from agent.harness.local_mariadb import LocalMariaDB, free_port
+from agent.harness.local_mariadb import LocalMariaDB
+from agent.harness.ports import free_port
 from agent.harness.workload import Workload
 from agent.mariadb.binaries import MariaDBError
 from agent.process import Agent

@@ -11,7 +11,6 @@ import atexit
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,15 +21,10 @@ from typing import Any
 
 import pymysql
 
+from agent.harness.ports import free_port
 from agent.mariadb.binaries import MariaDBError, find_binary
 
 _LIVE: weakref.WeakSet[LocalMariaDB] = weakref.WeakSet()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalMariaDB:

@@ -39,6 +39,10 @@ class GroupRecord:
     reason: str
     committed_gtid: str  # the quorum's GTID position when decided: the primary has it all
     term: int  # the leader's term that decided
+    # False: chosen, being promoted (not yet for clients: a privileged user could write to
+    # it while it is still a replica, unacknowledged). True: writable, waiting for the
+    # agents' ACKs — a second record of the same epoch says so.
+    ready: bool = True
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -57,7 +61,8 @@ class GroupRecord:
                     server_id=_int(primary["server_id"], "primary.server_id")),
                 reason=_str(raw["reason"], "reason"),
                 committed_gtid=_str(raw["committed_gtid"], "committed_gtid"),
-                term=_int(raw["term"], "term"))
+                term=_int(raw["term"], "term"),
+                ready=_bool(raw["ready"], "ready"))
         except (ValueError, KeyError, TypeError) as exc:
             raise GroupRecordError(f"not a GROUP record: {exc}") from exc
         if record.reason not in REASONS:
@@ -74,6 +79,12 @@ class GroupRecord:
 def _int(value: object, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
         raise TypeError(f"{name} must be a non-negative integer")
+    return value
+
+
+def _bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false")
     return value
 
 

@@ -79,6 +79,13 @@ class TimelineHandle:
         node = self._node
         return walstore.format_position(node.store.gtids_at(node.commit_lsn))
 
+    def committed_holds(self, gtid: str) -> bool:
+        """GTID is a transaction of the committed history (safe from a worker thread: one
+        lookup in the store's index)."""
+        node = self._node
+        end = node.store.gtid_end_lsn(gtid)
+        return end is not None and end <= node.commit_lsn
+
     async def record_group(self, record: GroupRecord) -> int:
         """Propose RECORD and wait until it is committed; its end LSN. Raises
         consensus.NotLeader (also when leadership moves before it commits)."""

@@ -53,6 +53,8 @@ log = logging.getLogger("binkeeper.source")
 
 PIECE_SIZE = 4 << 20  # bytes per record of a transaction too big for one
 QUEUE = 256  # transactions read ahead of the quorum
+SETTINGS_RETRY = 0.5  # seconds before asking a primary with unsafe settings again
+TARGET_POLL = 0.2  # seconds between looks at which server is the recorded primary
 # A transaction's way through the leader: read whole from the primary (worker thread) ->
 # handed to the quorum on the event loop -> committed by the quorum -> ACK written.
 STAGES = ("read_to_append", "append_to_commit", "commit_to_ack", "read_to_ack")
@@ -73,6 +75,7 @@ class SourceStatus:
     last_gtid: str | None = None
     error: str | None = None
     sessions: int = 0
+    last_read: float = 0.0  # time.monotonic() of the newest event or heartbeat read
 
     latency: StageLatencies = field(default_factory=lambda: StageLatencies(STAGES))
 
@@ -95,8 +98,13 @@ class _Item:
 
 class MariaDBSource:
     def __init__(self, config: MariaDBConfig, node_id: str, node: TimelineNode,
-                 store: walstore.WalStore) -> None:
+                 store: walstore.WalStore,
+                 target: Callable[[], tuple[str, int] | None] | None = None) -> None:
+        """TARGET: the recorded primary's (host, port), None while none is recorded; by
+        default `[mariadb]`'s server."""
         self.config = config
+        self._target = target or (lambda: (config.host, config.port))
+        self.tailing: tuple[str, int] | None = None  # the server of the current session
         self.node = node
         self.store = store
         self.server_id = config.server_id or derived_server_id(node_id)
@@ -108,31 +116,43 @@ class MariaDBSource:
             if self.node.role != "leader":
                 await self.node.wait_role_change()
                 continue
+            target = self._target()
+            if target is None:  # no primary recorded yet (adoption comes first)
+                await trio.sleep(TARGET_POLL)
+                continue
             # The session's tasks fail together, so errors arrive as exception groups.
             try:
-                await self._session()
+                await self._session(target)
                 backoff = 0.1
             except* PrimarySettingsError as group:
+                # Also what a just-recorded primary says until its keeper has promoted it:
+                # retried soon, logged once per message.
+                if str(group.exceptions[0]) != self.status.error:
+                    log.error("%s", group.exceptions[0])
                 self.status.error = str(group.exceptions[0])
-                log.error("%s", self.status.error)
-                backoff = 5.0
+                backoff = SETTINGS_RETRY
             except* (ReplicationError, pymysql.err.MySQLError, OSError, EOFError) as group:
                 exc = group.exceptions[0]
                 self.status.error = f"{type(exc).__name__}: {exc}"
-                log.warning("replication from %s:%d interrupted: %s", self.config.host,
-                            self.config.port, self.status.error)
+                log.warning("replication from %s:%d interrupted: %s", *target,
+                            self.status.error)
             except* (consensus.NotLeader, CommitOutcomeUnknown):
                 pass  # leadership moved on; the new leader resumes from its own log
             finally:
                 self.status.connected = False
-            await trio.sleep(backoff)
+            # Back off, but try a newly recorded primary at once: after a failover the old
+            # one is gone, and the new one is where commits wait.
+            until = trio.current_time() + backoff
+            while trio.current_time() < until and self._target() == target:
+                await trio.sleep(min(TARGET_POLL, backoff))
             backoff = min(5.0, backoff * 2)
 
     def _gtid_state(self) -> str:
         return walstore.format_position(self.store.last_gtids())
 
-    async def _session(self) -> None:
-        stream = ReplicationStream(self.config.host, self.config.port, self.config.user,
+    async def _session(self, target: tuple[str, int]) -> None:
+        self.tailing = target
+        stream = ReplicationStream(target[0], target[1], self.config.user,
                                    self.config.password, self.server_id)
         limiter = trio.CapacityLimiter(SESSION_THREADS)
         try:
@@ -151,6 +171,7 @@ class MariaDBSource:
                 # thread and waits for it, so the nursery closes with none running.
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch_leadership, nursery.cancel_scope)
+                    nursery.start_soon(self._watch_target, target, nursery.cancel_scope)
                     nursery.start_soon(self._send_acks, session)
                     nursery.start_soon(self._read_thread, session)
                     await session.failed.wait()
@@ -200,6 +221,7 @@ class MariaDBSource:
             grouper = TransactionGrouper()
             while True:
                 item = stream.read()
+                self.status.last_read = time.monotonic()
                 event = item.event
                 if not grouper.in_transaction and event.type_code != GTID:
                     # A position between transactions: once everything before it is
@@ -302,6 +324,14 @@ class MariaDBSource:
                 latency.record("append_to_commit", committed_at - item.appended_at)
                 latency.record("commit_to_ack", acked_at - committed_at)
                 latency.record("read_to_ack", acked_at - item.read_at)
+
+    async def _watch_target(self, target: tuple[str, int], scope: trio.CancelScope) -> None:
+        # Fencing: once another server is the recorded primary, this one is not tailed, so
+        # nothing it commits from now on is acknowledged.
+        while self._target() == target:
+            await trio.sleep(TARGET_POLL)
+        log.info("%s:%d is no longer the recorded primary: stopping its tail", *target)
+        scope.cancel()
 
     async def _watch_leadership(self, scope: trio.CancelScope) -> None:
         while self.node.role == "leader":

@@ -18,9 +18,9 @@ import pytest
 import trio
 
 from agent.config import ConfigError, parse_config
+from agent.harness.ports import free_port
 from agent.ops.auth import issue_token
 from agent.process import Agent
-from tests.support.proxy import free_port
 
 SECRET = b"0123456789abcdef0123456789abcdef-test"
 

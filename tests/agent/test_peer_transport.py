@@ -12,8 +12,8 @@ import trio
 
 import consensus
 from agent.config import parse_config
+from agent.harness.ports import free_port
 from agent.node.transport import MAX_INBOUND_PER_HOST, QUEUE_BYTES, PeerTransport, Throttled
-from tests.support.cluster import free_port
 
 RECORD = 1 << 20
 

@@ -20,11 +20,11 @@ import trustme
 
 from agent import tls, wire
 from agent.config import ConfigError, load_config, parse_config
+from agent.harness.ports import free_port
 from agent.node.transport import PeerTransport
 from agent.wire import peer_pb2 as pb
 from tests.support.certs import write_group, write_node, write_unnamed
 from tests.support.cluster import Cluster, wait_until
-from tests.support.proxy import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -64,8 +64,9 @@ def test_the_failover_candidate_is_a_live_fit_replica() -> None:
               server("a2", 2, gtid="0-1-9"), server("a3", 3, gtid="0-1-12"),
               server("a4", 4, gtid="0-1-15", reachable=False),
               server("a5", 5, gtid="0-1-19", writable=True)]
-    assert choose_candidate(states, failed="a1").server is states[2]
-    none = choose_candidate([server("a1", 1), server("a2", 2, reachable=False)], failed="a1")
+    assert choose_candidate(states, failed=("127.0.0.1", 1)).server is states[2]
+    none = choose_candidate([server("a1", 1), server("a2", 2, reachable=False)],
+                            failed=("127.0.0.1", 1))
     assert none.server is None and "no live" in none.reason
 
 

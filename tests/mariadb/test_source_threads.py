@@ -134,7 +134,7 @@ async def test_a_sessions_threads_end_with_it(primary: LocalMariaDB, tmp_path: P
 
                 async def session() -> None:
                     try:
-                        await source._session()
+                        await source._session((primary.host, primary.port))
                     except* (ReplicationError, pymysql.err.MySQLError, OSError, EOFError):
                         pass  # the connection was killed
                     # At once, before any other task or thread gets a turn.

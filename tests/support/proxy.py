@@ -6,15 +6,9 @@ either side see exactly what a network partition looks like to TCP.
 
 from __future__ import annotations
 
-import socket
-
 import trio
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from agent.harness.ports import free_port
 
 
 class FaultProxy:

@@ -1,0 +1,203 @@
+"""The keeper: on every agent, keeps the server beside it in the role the newest committed
+GROUP record gives it (docs/failover.md).
+
+Built so far: a server that is not the recorded primary is kept read-only and replicating
+from this agent's own replication port (`MASTER_USE_GTID=slave_pos`), so it only ever
+receives quorum-committed history — operators configure no replication by hand. A server
+holding GTIDs beyond the committed history is refused, with the GTIDs named, never reset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+import trio
+
+import walstore
+from agent.config import Config
+from agent.node.group_record import GroupRecord
+from agent.node.handle import TimelineHandle
+
+log = logging.getLogger("binkeeper.keeper")
+
+INTERVAL = 0.5
+SQL_TIMEOUT = 5  # seconds; read_only=ON may queue behind a commit waiting for its ACK
+
+
+# MARIADB.md: a replica started --read-only=ON --init-rpl-role=SLAVE becomes the primary at
+# runtime with these; its commits then wait for the agents' ACK and never fall back.
+PROMOTE = (
+    "STOP SLAVE",
+    "RESET SLAVE ALL",
+    "SET GLOBAL rpl_semi_sync_master_wait_point = 'AFTER_SYNC'",
+    "SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON",
+    "SET GLOBAL rpl_semi_sync_master_timeout = 4294967295",
+    "SET GLOBAL rpl_semi_sync_master_enabled = ON",
+    "SET GLOBAL read_only = OFF",
+)
+
+
+class KeeperRefused(Exception):
+    """This server cannot be made a replica safely; the message says why."""
+
+
+@dataclass
+class KeeperStatus:
+    role: str = "unknown"  # primary, replica, refused, down
+    error: str | None = None
+    changes: int = 0  # times replication was (re)configured
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class ServerKeeper:
+    def __init__(self, config: Config, timeline: TimelineHandle) -> None:
+        self.config = config
+        self.timeline = timeline
+        self.status = KeeperStatus()
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def run(self) -> None:
+        mariadb, listen = self.config.mariadb, self.config.listen_mysql
+        if not mariadb.enabled or listen is None:
+            return
+        while True:
+            await trio.sleep(INTERVAL)
+            record = self.timeline.group_record()
+            if record is None:
+                continue
+            if (record.primary.host, record.primary.port) == (mariadb.host, mariadb.port):
+                await self._keep_primary(record)
+                continue
+            try:
+                changed = await trio.to_thread.run_sync(
+                    self.keep_replica, record, self.timeline.committed_holds,
+                    limiter=self._limiter)
+            except KeeperRefused as exc:
+                self._set_error("refused", str(exc))
+            except pymysql.err.MySQLError as exc:
+                self._set_error("down", f"{exc.args[0]}: {exc.args[-1]}" if exc.args
+                                else str(exc))
+            else:
+                if changed:
+                    self.status.changes += 1
+                    log.info("%s:%d replicates from this agent (%s:%d), committed history only",
+                             mariadb.host, mariadb.port, listen.host, listen.port)
+                self.status.role, self.status.error = "replica", None
+
+    async def _keep_primary(self, record: GroupRecord) -> None:
+        try:
+            state = await trio.to_thread.run_sync(self.keep_primary, record,
+                                                  limiter=self._limiter)
+        except pymysql.err.MySQLError as exc:
+            self._set_error("down", f"{exc.args[0]}: {exc.args[-1]}" if exc.args
+                            else str(exc))
+            return
+        if state == "promoted":
+            self.status.changes += 1
+            log.warning("promoted the server beside this agent (%s:%d) to primary, epoch %d "
+                        "(%s): writable, semi-sync that never falls back",
+                        record.primary.host, record.primary.port, record.epoch, record.reason)
+        self.status.role = "primary" if state != "catching up" else "catching up"
+        self.status.error = None
+
+    def keep_primary(self, record: GroupRecord) -> str:
+        """Blocking: once the server has applied everything the record says was committed,
+        make it the primary. "primary" (it was), "promoted", or "catching up"."""
+        mariadb = self.config.mariadb
+        conn = pymysql.connect(host=mariadb.host, port=mariadb.port, user=mariadb.user,
+                               password=mariadb.password, connect_timeout=SQL_TIMEOUT,
+                               read_timeout=SQL_TIMEOUT * 2, autocommit=True)
+        try:
+            with conn.cursor(pymysql.cursors.DictCursor) as cursor:
+                cursor.execute("SELECT @@read_only AS ro, @@gtid_binlog_pos AS bin, "
+                               "@@gtid_slave_pos AS slave")
+                row = cursor.fetchone()
+                assert row is not None
+                if not int(row["ro"]):
+                    return "primary"
+                held = walstore.parse_position(row["bin"] or row["slave"] or "")
+                if not walstore.covers(held, walstore.parse_position(record.committed_gtid)):
+                    return "catching up"  # from this agent, which serves committed history
+                for statement in PROMOTE:
+                    cursor.execute(statement)
+                return "promoted"
+        finally:
+            conn.close()
+
+    def _set_error(self, role: str, error: str) -> None:
+        if error != self.status.error:
+            log.error("the server beside this agent: %s", error)
+        self.status.role, self.status.error = role, error
+
+    def keep_replica(self, record: GroupRecord, committed: Callable[[str], bool]) -> bool:
+        """Blocking: make the server a read-only replica of this agent. True when
+        replication was (re)configured, False when it already was."""
+        mariadb, listen = self.config.mariadb, self.config.listen_mysql
+        assert listen is not None
+        conn = pymysql.connect(host=mariadb.host, port=mariadb.port, user=mariadb.user,
+                               password=mariadb.password, connect_timeout=SQL_TIMEOUT,
+                               read_timeout=SQL_TIMEOUT * 2, autocommit=True)
+        try:
+            with conn.cursor(pymysql.cursors.DictCursor) as cursor:
+                cursor.execute("SET SESSION lock_wait_timeout = %s", (SQL_TIMEOUT,))
+                cursor.execute("SELECT @@read_only AS ro, @@gtid_binlog_pos AS bin, "
+                               "@@gtid_slave_pos AS slave")
+                row = cursor.fetchone()
+                assert row is not None
+                cursor.execute("SHOW SLAVE STATUS")
+                slave = cursor.fetchone()
+                if _replicating_from(slave, listen.host, listen.port, self.config):
+                    if not int(row["ro"]):
+                        cursor.execute("SET GLOBAL read_only = ON")
+                    return False
+                errant = _beyond(row["bin"] or "", committed)
+                if errant:
+                    raise KeeperRefused(
+                        f"it holds {errant}, which the quorum never committed (the primary "
+                        f"is {record.primary.node}'s); not replicating it, not resetting it")
+                if not int(row["ro"]):
+                    cursor.execute("SET GLOBAL read_only = ON")
+                cursor.execute("STOP SLAVE")
+                if row["bin"] and not walstore.covers(
+                        walstore.parse_position(row["slave"] or ""),
+                        walstore.parse_position(row["bin"])):
+                    # Its own binlog is ahead of what it applied as a replica (it was a
+                    # primary): start after everything it holds, all of it committed.
+                    cursor.execute("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
+                replication = self.config.replication
+                cursor.execute(
+                    "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, "
+                    "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, "
+                    "MASTER_HEARTBEAT_PERIOD=1",
+                    (listen.host, listen.port, replication.user, replication.password))
+                cursor.execute("START SLAVE")
+                return True
+        finally:
+            conn.close()
+
+
+def _replicating_from(slave: dict[str, Any] | None, host: str, port: int,
+                      config: Config) -> bool:
+    if not slave:
+        return False
+    return (slave.get("Master_Host") == host and int(slave.get("Master_Port") or 0) == port
+            and slave.get("Master_User") == config.replication.user
+            and slave.get("Slave_SQL_Running") == "Yes"
+            and slave.get("Slave_IO_Running") in ("Yes", "Connecting"))
+
+
+def _beyond(held: str, committed: Callable[[str], bool]) -> str:
+    """The GTIDs of position HELD that are not transactions of the committed history (by
+    GTID, server id included: a stray write has a low sequence number), as text; '' when
+    none."""
+    try:
+        mine = walstore.parse_position(held)
+    except walstore.GtidError as exc:
+        return f"an unreadable GTID position ({exc})"
+    return ", ".join(str(gtid) for _, gtid in sorted(mine.items()) if not committed(str(gtid)))

@@ -1,0 +1,135 @@
+"""Failover with real servers and agents: kill -9 of the primary under a writer; the agents
+record the most advanced replica as the primary, its keeper promotes it once it has applied
+everything committed, the leader tails it, and the writer (following `binkeeper primary`)
+goes on. Every acknowledged commit is on the new primary, none twice, and the remaining
+replica, fed by its agent, ends equal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+import trio
+
+from agent.harness.local_mariadb import LocalMariaDB
+from tests.mariadb.test_semisync import enable_semi_sync
+from tests.replicas.test_stock_replica import checksum
+from tests.support.cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.mariadb
+
+REPLICA_ARGS = ["--read-only=ON"]
+
+
+def primary_of(cluster: Cluster) -> tuple[str, int] | None:
+    for agent in cluster.agents.values():
+        if not agent.alive:
+            continue
+        shown = subprocess.run([sys.executable, "-m", "agent", "primary", "--url", agent.url],
+                               capture_output=True, text=True, timeout=30)
+        if shown.returncode == 0:
+            host, _, port = shown.stdout.strip().rpartition(":")
+            return host, int(port)
+    return None
+
+
+class Writer:
+    """Unique ids, one per transaction; every commit that returned is recorded."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.acked: list[int] = []
+        self.stop = threading.Event()
+        self.errors = 0
+        self.first_ack_after: dict[float, float] = {}
+
+    def run(self) -> None:
+        next_id = 0
+        conn: pymysql.Connection | None = None
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    where = primary_of(self.cluster)
+                    if where is None:
+                        time.sleep(0.05)
+                        continue
+                    conn = pymysql.connect(host=where[0], port=where[1], user="root",
+                                           autocommit=True, connect_timeout=2,
+                                           read_timeout=10, write_timeout=10)
+                next_id += 1
+                with conn.cursor() as cursor:
+                    cursor.execute("INSERT INTO w.t VALUES (%s)", (next_id,))
+                self.acked.append(next_id)
+            except pymysql.err.MySQLError:
+                self.errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+
+def ids(db: LocalMariaDB) -> list[int]:
+    return [int(row[0]) for row in db.query("SELECT id FROM w.t ORDER BY id")]
+
+
+async def test_kill_the_primary_under_a_writer(tmp_path: Path) -> None:
+    servers = {"a1": LocalMariaDB(tmp_path / "s1", server_id=1).start(),
+               "a2": LocalMariaDB(tmp_path / "s2", server_id=2, extra_args=REPLICA_ARGS).start(),
+               "a3": LocalMariaDB(tmp_path / "s3", server_id=3, extra_args=REPLICA_ARGS).start()}
+    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, serve_replicas=True,
+                      mariadb_port={n: db.port for n, db in servers.items()})
+    writer = Writer(cluster)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    try:
+        old = servers["a1"]
+        old.query("CREATE DATABASE w")  # before semi-sync: no agent acknowledges yet
+        old.query("CREATE TABLE w.t (id BIGINT PRIMARY KEY) ENGINE=InnoDB")
+        enable_semi_sync(old)
+        cluster.start()
+        await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", old.port), 30,
+                         "the primary to be recorded", cluster.logs)
+        thread.start()
+        await wait_until(lambda: len(writer.acked) >= 200, 60, "200 commits", cluster.logs)
+        killed_at = time.monotonic()
+        acked_before = len(writer.acked)
+        old.kill()  # SIGKILL of the primary, mid-load
+
+        new_primary = await wait_until(
+            lambda: (p := primary_of(cluster)) and p != ("127.0.0.1", old.port) and p, 60,
+            "a failover", cluster.logs)
+        await wait_until(lambda: len(writer.acked) >= acked_before + 100, 60,
+                         "writes on the new primary", cluster.logs)
+        print(f"failover: {time.monotonic() - killed_at:.2f}s from kill -9 to 100 more "
+              f"commits on {new_primary}; writer errors {writer.errors}")
+        writer.stop.set()
+        await trio.to_thread.run_sync(thread.join, 30)
+
+        promoted = next(db for db in servers.values() if db.port == new_primary[1])
+        other = next(db for n, db in servers.items()
+                     if db is not promoted and db is not old)
+        on_new = ids(promoted)
+        assert len(on_new) == len(set(on_new))  # none twice
+        missing = sorted(set(writer.acked) - set(on_new))
+        assert not missing, f"acknowledged commits missing on the new primary: {missing[:10]}"
+        assert promoted.variable("read_only") == "0"
+        target = promoted.variable("gtid_binlog_pos")
+        await wait_until(lambda: other.variable("gtid_slave_pos") == target, 60,
+                         f"the other replica to reach {target}", cluster.logs)
+        assert checksum(promoted, "w.t") == checksum(other, "w.t")
+        leader = cluster.leader()
+        assert leader is not None
+        status: dict[str, Any] = cluster.agents[leader].timeline() or {}
+        assert status["failover"]["epoch"] == 2 and status["failover"]["reason"] == "failover"
+    finally:
+        writer.stop.set()
+        cluster.stop()
+        for db in servers.values():
+            db.cleanup()
