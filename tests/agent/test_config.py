@@ -16,6 +16,9 @@ addr = "127.0.0.1:5455"
 [[peers]]
 id = "a3"
 addr = "127.0.0.1:5456"
+[failover]
+enabled = true
+primary_timeout_ms = 2000
 [mariadb]
 host = "127.0.0.1"
 port = 3306
@@ -39,6 +42,7 @@ def test_design_example_parses(tmp_path: Path) -> None:
     assert config.listen_mysql is not None and config.listen_mysql.port == 3307
     assert config.member_ids == ("a1", "a2", "a3")
     assert len(config.timeline_id) == 32 and int(config.timeline_id, 16) >= 0
+    assert config.failover.enabled and config.failover.primary_timeout_ms == 2000
 
 
 def test_timeline_id_is_the_same_on_every_agent(tmp_path: Path) -> None:
@@ -65,6 +69,10 @@ def test_timeline_id_is_the_same_on_every_agent(tmp_path: Path) -> None:
         (lambda t: t.replace('node_id = "a1"', 'node_id = "a 1"'), "node_id"),
         (lambda t: 'preferred_leader = "zz"\n' + t, "preferred_leader"),
         (lambda t: "join = 1\n" + t, "join"),
+        (lambda t: t.replace("primary_timeout_ms = 2000", "primary_timeout_ms = 0"),
+         "failover.primary_timeout_ms"),
+        (lambda t: t.replace("enabled = true", 'enabled = "yes"'), "failover.enabled"),
+        (lambda t: t.replace("enabled = true", "enable = true"), "failover.enable"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, edit, key: str) -> None:  # type: ignore[no-untyped-def]
