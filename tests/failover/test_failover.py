@@ -133,3 +133,48 @@ async def test_kill_the_primary_under_a_writer(tmp_path: Path) -> None:
         cluster.stop()
         for db in servers.values():
             db.cleanup()
+
+
+async def test_no_failover_without_a_live_replica_until_one_returns(tmp_path: Path) -> None:
+    servers = {"a1": LocalMariaDB(tmp_path / "s1", server_id=1).start(),
+               "a2": LocalMariaDB(tmp_path / "s2", server_id=2, extra_args=REPLICA_ARGS).start(),
+               "a3": LocalMariaDB(tmp_path / "s3", server_id=3, extra_args=REPLICA_ARGS).start()}
+    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, serve_replicas=True,
+                      mariadb_port={n: db.port for n, db in servers.items()})
+    old, spare = servers["a1"], servers["a3"]
+    try:
+        old.query("CREATE DATABASE w")
+        old.query("CREATE TABLE w.t (id BIGINT PRIMARY KEY) ENGINE=InnoDB")
+        enable_semi_sync(old)
+        cluster.start()
+        await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", old.port), 30,
+                         "the primary to be recorded", cluster.logs)
+        old.query("INSERT INTO w.t VALUES (1), (2), (3)")
+        target = old.variable("gtid_binlog_pos")
+        await wait_until(lambda: spare.variable("gtid_slave_pos") == target, 30,
+                         "the replicas to catch up", cluster.logs)
+        servers["a2"].kill()
+        spare.kill()
+        old.kill()  # the primary and every replica down
+
+        def leader_status() -> dict[str, Any]:
+            leader = cluster.leader()
+            return (cluster.agents[leader].timeline() or {}) if leader else {}
+
+        waiting = await wait_until(
+            lambda: ((leader_status().get("failover") or {}).get("waiting") or "")
+            if "no live" in ((leader_status().get("failover") or {}).get("waiting") or "")
+            else None, 30, "the refusal to fail over", cluster.logs)
+        assert "primary lost" in waiting and f"127.0.0.1:{old.port}" in waiting
+        assert leader_status()["failover"]["epoch"] == 1  # nothing recorded
+        spare.restart()  # a replica returns: the failover that was refused now happens
+        await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", spare.port), 60,
+                         "the failover to the returned replica", cluster.logs)
+        assert spare.variable("read_only") == "0"
+        assert [int(r[0]) for r in spare.query("SELECT id FROM w.t ORDER BY id")] == [1, 2, 3]
+        spare.query("INSERT INTO w.t VALUES (4)")  # acknowledged by the agents
+        assert leader_status()["failover"]["epoch"] == 2
+    finally:
+        cluster.stop()
+        for db in servers.values():
+            db.cleanup()
