@@ -627,6 +627,16 @@ class WalStore:
             return None
         return next(self.read(self._meta_lsns[-1]), None)
 
+    def group_records(self, lsn: int) -> list[Entry]:
+        """Every GROUP record ending at or below LSN, oldest first."""
+        out = []
+        for start in self._group_lsns:
+            record = next(self.read(start), None)
+            if record is None or record.end_lsn > lsn:
+                break
+            out.append(record)
+        return out
+
     def group_record_at_or_below(self, lsn: int) -> Entry | None:
         """The newest GROUP record ending at or below LSN (e.g. the commit LSN), if any."""
         index = bisect.bisect_left(self._group_lsns, lsn) - 1

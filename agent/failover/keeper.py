@@ -10,6 +10,7 @@ holding GTIDs beyond the committed history is refused, with the GTIDs named, nev
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,7 @@ class ServerKeeper:
             try:
                 changed = await trio.to_thread.run_sync(
                     self.keep_replica, record, self.timeline.committed_holds,
-                    limiter=self._limiter)
+                    self.timeline.past_primary_server_ids(), limiter=self._limiter)
             except KeeperRefused as exc:
                 self._set_error("refused", str(exc))
             except pymysql.err.MySQLError as exc:
@@ -135,7 +136,8 @@ class ServerKeeper:
             log.error("the server beside this agent: %s", error)
         self.status.role, self.status.error = role, error
 
-    def keep_replica(self, record: GroupRecord, committed: Callable[[str], bool]) -> bool:
+    def keep_replica(self, record: GroupRecord, committed: Callable[[str], bool],
+                     primary_ids: frozenset[int] = frozenset()) -> bool:
         """Blocking: make the server a read-only replica of this agent. True when
         replication was (re)configured, False when it already was."""
         mariadb, listen = self.config.mariadb, self.config.listen_mysql
@@ -147,7 +149,7 @@ class ServerKeeper:
             with conn.cursor(pymysql.cursors.DictCursor) as cursor:
                 cursor.execute("SET SESSION lock_wait_timeout = %s", (SQL_TIMEOUT,))
                 cursor.execute("SELECT @@read_only AS ro, @@gtid_binlog_pos AS bin, "
-                               "@@gtid_slave_pos AS slave")
+                               "@@gtid_slave_pos AS slave, @@server_id AS id")
                 row = cursor.fetchone()
                 assert row is not None
                 cursor.execute("SHOW SLAVE STATUS")
@@ -164,6 +166,15 @@ class ServerKeeper:
                 if not int(row["ro"]):
                     cursor.execute("SET GLOBAL read_only = ON")
                 cursor.execute("STOP SLAVE")
+                if int(row["id"]) in primary_ids:
+                    # It was a primary: transactions it wrote carry its server_id, and a
+                    # replica drops events with its own server_id — those the quorum
+                    # committed but its restart cut would be skipped without a word
+                    # (MARIADB.md). Replicating under another id, it applies them.
+                    new_id = rejoin_server_id(self.config.node_id, record.epoch)
+                    cursor.execute("SET GLOBAL server_id = %s", (new_id,))
+                    log.warning("server beside this agent was a primary (server_id %s): it "
+                                "replicates as server_id %d from now on", row["id"], new_id)
                 if row["bin"] and not walstore.covers(
                         walstore.parse_position(row["slave"] or ""),
                         walstore.parse_position(row["bin"])):
@@ -180,6 +191,12 @@ class ServerKeeper:
                 return True
         finally:
             conn.close()
+
+
+def rejoin_server_id(node_id: str, epoch: int) -> int:
+    """A server_id for a former primary: outside what operators pick and what agents use as
+    replicas (config.derived_server_id), one per agent and decision."""
+    return 3_000_000_000 + zlib.crc32(f"{node_id}/{epoch}".encode()) % 1_000_000_000
 
 
 def _replicating_from(slave: dict[str, Any] | None, host: str, port: int,

@@ -74,6 +74,13 @@ class TimelineHandle:
         entry = node.store.group_record_at_or_below(min(node.commit_lsn, node.store.flush_lsn))
         return GroupRecord.decode(entry.payload) if entry is not None else None
 
+    def past_primary_server_ids(self) -> frozenset[int]:
+        """The server_id of every server ever recorded as the primary (committed)."""
+        node = self._node
+        limit = min(node.commit_lsn, node.store.flush_lsn)
+        return frozenset(GroupRecord.decode(entry.payload).primary.server_id
+                         for entry in node.store.group_records(limit))
+
     def committed_gtid(self) -> str:
         """The quorum's GTID position: every domain's newest committed GTID."""
         node = self._node

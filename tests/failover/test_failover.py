@@ -128,6 +128,20 @@ async def test_kill_the_primary_under_a_writer(tmp_path: Path) -> None:
         assert leader is not None
         status: dict[str, Any] = cluster.agents[leader].timeline() or {}
         assert status["failover"]["epoch"] == 2 and status["failover"]["reason"] == "failover"
+
+        # The old primary comes back as every server of a group starts (DESIGN.md): its
+        # never-acknowledged tail cut, read-only. Its agent makes it a replica under a new
+        # server_id, so the transactions it wrote that its restart cut but the quorum
+        # committed are applied, not skipped as its own.
+        old.extra_args += ["--init-rpl-role=SLAVE", "--read-only=ON"]
+        old.restart()
+        target = promoted.variable("gtid_binlog_pos")
+        await wait_until(lambda: old.variable("gtid_binlog_pos") == target, 60,
+                         f"the old primary to rejoin and reach {target}", cluster.logs)
+        assert old.variable("server_id") != "1" and old.variable("read_only") == "1"
+        assert checksum(old, "w.t") == checksum(promoted, "w.t")
+        assert not set(writer.acked) - set(ids(old))
+        assert "replicates as server_id" in cluster.agents["a1"].log_path.read_text()
     finally:
         writer.stop.set()
         cluster.stop()
