@@ -73,7 +73,10 @@ class ServerKeeper:
             if record is None:
                 continue
             if (record.primary.host, record.primary.port) == (mariadb.host, mariadb.port):
-                await self._keep_primary(record)
+                if record.primary.node == self.config.node_id:
+                    await self._keep_primary(record)
+                else:  # agents sharing one server (tests): the one named keeps it
+                    self.status.role, self.status.error = "primary", None
                 continue
             try:
                 changed = await trio.to_thread.run_sync(
@@ -93,8 +96,18 @@ class ServerKeeper:
 
     async def _keep_primary(self, record: GroupRecord) -> None:
         try:
-            state = await trio.to_thread.run_sync(self.keep_primary, record,
-                                                  limiter=self._limiter)
+            state = await trio.to_thread.run_sync(
+                self.keep_primary, record, self.timeline.committed_gtid(),
+                limiter=self._limiter)
+            if state == "catching up" and self.config.listen_mysql is not None:
+                # Not fed by anyone yet (e.g. the primary itself restarted, its tail cut,
+                # and no replica to fail over to): it catches up from this agent first.
+                await trio.to_thread.run_sync(
+                    self.keep_replica, record, self.timeline.committed_holds,
+                    self.timeline.past_primary_server_ids(), limiter=self._limiter)
+        except KeeperRefused as exc:
+            self._set_error("refused", str(exc))
+            return
         except pymysql.err.MySQLError as exc:
             self._set_error("down", f"{exc.args[0]}: {exc.args[-1]}" if exc.args
                             else str(exc))
@@ -107,9 +120,11 @@ class ServerKeeper:
         self.status.role = "primary" if state != "catching up" else "catching up"
         self.status.error = None
 
-    def keep_primary(self, record: GroupRecord) -> str:
-        """Blocking: once the server has applied everything the record says was committed,
-        make it the primary. "primary" (it was), "promoted", or "catching up"."""
+    def keep_primary(self, record: GroupRecord, committed: str) -> str:
+        """Blocking: once the server has applied everything committed (COMMITTED, the
+        quorum's position now — not only the record's: a primary that restarted may have
+        had committed transactions cut, and must not write new ones in their place), make
+        it the primary. "primary" (it was), "promoted", or "catching up"."""
         mariadb = self.config.mariadb
         conn = pymysql.connect(host=mariadb.host, port=mariadb.port, user=mariadb.user,
                                password=mariadb.password, connect_timeout=SQL_TIMEOUT,
@@ -123,7 +138,8 @@ class ServerKeeper:
                 if not int(row["ro"]):
                     return "primary"
                 held = walstore.parse_position(row["bin"] or row["slave"] or "")
-                if not walstore.covers(held, walstore.parse_position(record.committed_gtid)):
+                needed = walstore.parse_position(committed or record.committed_gtid)
+                if not walstore.covers(held, needed):
                     return "catching up"  # from this agent, which serves committed history
                 for statement in PROMOTE:
                     cursor.execute(statement)

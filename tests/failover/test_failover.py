@@ -192,3 +192,42 @@ async def test_no_failover_without_a_live_replica_until_one_returns(tmp_path: Pa
         cluster.stop()
         for db in servers.values():
             db.cleanup()
+
+
+async def test_a_primary_that_restarts_catches_up_before_it_is_writable(tmp_path: Path) -> None:
+    """With no replica to fail over to, the primary killed mid-load restarts (its unacknowledged
+    tail cut, read-only); its agent feeds it what the quorum committed — including what its
+    cut removed — under a new server_id, and only then makes it writable again: no new
+    transaction takes the place of a committed one."""
+    db = LocalMariaDB(tmp_path / "s1", server_id=1).start()
+    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, serve_replicas=True,
+                      mariadb_port=db.port)
+    writer = Writer(cluster)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    try:
+        db.query("CREATE DATABASE w")
+        db.query("CREATE TABLE w.t (id BIGINT PRIMARY KEY) ENGINE=InnoDB")
+        enable_semi_sync(db)
+        cluster.start()
+        await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", db.port), 30,
+                         "the primary to be recorded", cluster.logs)
+        thread.start()
+        await wait_until(lambda: len(writer.acked) >= 200, 60, "200 commits", cluster.logs)
+        db.kill()
+        db.extra_args += ["--init-rpl-role=SLAVE", "--read-only=ON"]
+        db.restart()
+        before = len(writer.acked)
+        await wait_until(lambda: len(writer.acked) >= before + 100, 60,
+                         "commits after the restart", cluster.logs)
+        writer.stop.set()
+        await trio.to_thread.run_sync(thread.join, 30)
+        on_db = ids(db)
+        assert len(on_db) == len(set(on_db))
+        assert not set(writer.acked) - set(on_db)
+        assert db.variable("read_only") == "0" and db.variable("server_id") != "1"
+        log = cluster.agents["a1"].log_path.read_text()
+        assert "replicates as server_id" in log and "promoted" in log
+    finally:
+        writer.stop.set()
+        cluster.stop()
+        db.cleanup()
