@@ -174,7 +174,11 @@ class Agent:
     def _recorded_primary(self) -> tuple[str, int] | None:
         """Where the recorded primary is: the server the leader tails (docs/failover.md)."""
         record = self.timeline.group_record() if self.timeline is not None else None
-        return (record.primary.host, record.primary.port) if record is not None else None
+        # Only a ready one: a server still being promoted or caught up may hold a different
+        # transaction under a GTID the log has, and the source trusts GTIDs it has stored.
+        if record is None or not record.ready:
+            return None
+        return (record.primary.host, record.primary.port)
 
     def _deliver(self, msg: Any) -> None:
         assert self.node is not None

@@ -77,6 +77,8 @@ class FailoverController:
                 continue
             if not record.ready:
                 await self._mark_ready(record, states)
+            else:
+                await self._check_restarted(record, states)
             if self.config.failover.enabled:
                 await self._watch(record, states)
 
@@ -181,6 +183,24 @@ class FailoverController:
                  chosen.address, record.epoch)
         if self.failovers and self.failovers[-1]["epoch"] == record.epoch:
             self.failovers[-1]["ready_s"] = round(time.monotonic() - self._lost_at, 3)
+
+    async def _check_restarted(self, record: GroupRecord, states: list[ServerState]) -> None:
+        """A ready primary found read-only restarted (fenced, its unacknowledged tail cut):
+        it is not ready until its keeper has caught it up with everything committed and
+        made it writable again — recorded, so clients and the source leave it meanwhile."""
+        address = (record.primary.host, record.primary.port)
+        state = next((s for s in states if (s.host, s.port) == address), None)
+        if state is None or not state.reachable or not state.read_only:
+            return
+        again = dataclasses.replace(record, epoch=record.epoch + 1, reason="restarted",
+                                    committed_gtid=self.timeline.committed_gtid(),
+                                    term=self.timeline.term, ready=False)
+        try:
+            await self.timeline.record_group(again)
+        except (NotLeader, CommitOutcomeUnknown):
+            return
+        log.warning("the primary %s restarted read-only: not ready until it has caught up "
+                    "with the committed history (epoch %d)", state.address, again.epoch)
 
     def _wait(self, reason: str) -> None:
         if reason != self.waiting:  # once per reason, not every half second

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.config import Address, check_node_id
 
-REASONS = ("adopted", "failover", "switchover")
+REASONS = ("adopted", "failover", "switchover", "restarted")
 
 
 class GroupRecordError(ValueError):

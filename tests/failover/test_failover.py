@@ -76,6 +76,17 @@ class Writer:
             conn.close()
 
 
+async def start_group(primary: LocalMariaDB, cluster: Cluster) -> None:
+    """The table the writer fills (before semi-sync: no agent acknowledges yet), then the
+    agents, until they have recorded PRIMARY."""
+    primary.query("CREATE DATABASE w")
+    primary.query("CREATE TABLE w.t (id BIGINT PRIMARY KEY) ENGINE=InnoDB")
+    enable_semi_sync(primary)
+    cluster.start()
+    await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", primary.port), 30,
+                     "the primary to be recorded", cluster.logs)
+
+
 def ids(db: LocalMariaDB) -> list[int]:
     return [int(row[0]) for row in db.query("SELECT id FROM w.t ORDER BY id")]
 
@@ -90,12 +101,7 @@ async def test_kill_the_primary_under_a_writer(tmp_path: Path) -> None:
     thread = threading.Thread(target=writer.run, daemon=True)
     try:
         old = servers["a1"]
-        old.query("CREATE DATABASE w")  # before semi-sync: no agent acknowledges yet
-        old.query("CREATE TABLE w.t (id BIGINT PRIMARY KEY) ENGINE=InnoDB")
-        enable_semi_sync(old)
-        cluster.start()
-        await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", old.port), 30,
-                         "the primary to be recorded", cluster.logs)
+        await start_group(old, cluster)
         thread.start()
         await wait_until(lambda: len(writer.acked) >= 200, 60, "200 commits", cluster.logs)
         killed_at = time.monotonic()
@@ -157,12 +163,7 @@ async def test_no_failover_without_a_live_replica_until_one_returns(tmp_path: Pa
                       mariadb_port={n: db.port for n, db in servers.items()})
     old, spare = servers["a1"], servers["a3"]
     try:
-        old.query("CREATE DATABASE w")
-        old.query("CREATE TABLE w.t (id BIGINT PRIMARY KEY) ENGINE=InnoDB")
-        enable_semi_sync(old)
-        cluster.start()
-        await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", old.port), 30,
-                         "the primary to be recorded", cluster.logs)
+        await start_group(old, cluster)
         old.query("INSERT INTO w.t VALUES (1), (2), (3)")
         target = old.variable("gtid_binlog_pos")
         await wait_until(lambda: spare.variable("gtid_slave_pos") == target, 30,
@@ -193,41 +194,3 @@ async def test_no_failover_without_a_live_replica_until_one_returns(tmp_path: Pa
         for db in servers.values():
             db.cleanup()
 
-
-async def test_a_primary_that_restarts_catches_up_before_it_is_writable(tmp_path: Path) -> None:
-    """With no replica to fail over to, the primary killed mid-load restarts (its unacknowledged
-    tail cut, read-only); its agent feeds it what the quorum committed — including what its
-    cut removed — under a new server_id, and only then makes it writable again: no new
-    transaction takes the place of a committed one."""
-    db = LocalMariaDB(tmp_path / "s1", server_id=1).start()
-    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, serve_replicas=True,
-                      mariadb_port=db.port)
-    writer = Writer(cluster)
-    thread = threading.Thread(target=writer.run, daemon=True)
-    try:
-        db.query("CREATE DATABASE w")
-        db.query("CREATE TABLE w.t (id BIGINT PRIMARY KEY) ENGINE=InnoDB")
-        enable_semi_sync(db)
-        cluster.start()
-        await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", db.port), 30,
-                         "the primary to be recorded", cluster.logs)
-        thread.start()
-        await wait_until(lambda: len(writer.acked) >= 200, 60, "200 commits", cluster.logs)
-        db.kill()
-        db.extra_args += ["--init-rpl-role=SLAVE", "--read-only=ON"]
-        db.restart()
-        before = len(writer.acked)
-        await wait_until(lambda: len(writer.acked) >= before + 100, 60,
-                         "commits after the restart", cluster.logs)
-        writer.stop.set()
-        await trio.to_thread.run_sync(thread.join, 30)
-        on_db = ids(db)
-        assert len(on_db) == len(set(on_db))
-        assert not set(writer.acked) - set(on_db)
-        assert db.variable("read_only") == "0" and db.variable("server_id") != "1"
-        log = cluster.agents["a1"].log_path.read_text()
-        assert "replicates as server_id" in log and "promoted" in log
-    finally:
-        writer.stop.set()
-        cluster.stop()
-        db.cleanup()
