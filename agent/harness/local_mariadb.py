@@ -67,12 +67,20 @@ class LocalMariaDB:
                     raise
         raise MariaDBError("could not bind a free port after 3 attempts")
 
+    @property
+    def tmpdir(self) -> Path:
+        """Its own temporary directory: servers sharing /tmp have been seen to delete each
+        other's temporary tables while installing (Errcode 2 on #sql-temptable-…)."""
+        return self.base / "tmp"
+
     def _install_db(self) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         command = [
             find_binary("mariadb-install-db"),
             "--no-defaults",
             f"--datadir={self.datadir}",
+            f"--tmpdir={self.tmpdir}",
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
         ]
@@ -87,6 +95,7 @@ class LocalMariaDB:
             find_binary("mariadbd"),
             "--no-defaults",
             f"--datadir={self.datadir}",
+            f"--tmpdir={self.tmpdir}",
             f"--socket={self.socket}",
             f"--port={self.port}",
             "--bind-address=127.0.0.1",
