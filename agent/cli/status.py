@@ -39,7 +39,8 @@ def render(status: dict[str, Any]) -> str:
         for server in tl.get("servers") or []:
             lines.append(f"  server {server['node']:<10} {server['role']:<10} "
                          f"{server.get('address') or '-':<22} applied "
-                         f"{server.get('applied_gtid') or '-'}")
+                         f"{server.get('applied_gtid') or '-'} lag "
+                         f"{'-' if server.get('lag') is None else server['lag']}")
         waiting = (tl.get("failover") or {}).get("waiting")
         if waiting:
             lines.append(f"  failover: {waiting}")

@@ -28,6 +28,7 @@ from agent.failover.group import (
     choose_candidate,
     config_problems,
     duplicate_server_ids,
+    lag,
 )
 from agent.failover.probe import probe
 from agent.node.group_record import GroupRecord, PrimaryServer
@@ -210,11 +211,12 @@ class FailoverController:
     def status(self) -> dict[str, Any]:
         record = self.timeline.group_record()
         primary = record.primary if record is not None else None
+        committed = self.timeline.committed_gtid() if self.servers else ""
         return {
             "primary": record.as_status() if record is not None and record.ready else None,
             "promoting": record.as_status() if record is not None and not record.ready
             else None,
-            "servers": [_server_status(state, primary) for state in self.servers],
+            "servers": [_server_status(state, primary, committed) for state in self.servers],
             "failover": {"epoch": record.epoch if record is not None else 0,
                          "reason": record.reason if record is not None else None,
                          "waiting": self.waiting, "problems": self.problems,
@@ -222,7 +224,8 @@ class FailoverController:
         }
 
 
-def _server_status(state: ServerState, primary: PrimaryServer | None) -> dict[str, Any]:
+def _server_status(state: ServerState, primary: PrimaryServer | None,
+                   committed: str) -> dict[str, Any]:
     if not state.reachable:
         role = "down"
     elif primary is not None and (state.host, state.port) == (primary.host, primary.port):
@@ -235,4 +238,5 @@ def _server_status(state: ServerState, primary: PrimaryServer | None) -> dict[st
     return {"node": state.node, "role": role, "address": state.address,
             "server_id": state.server_id,
             "applied_gtid": state.gtid_binlog_pos or state.gtid_slave_pos or None,
-            "error": state.error}
+            # transactions committed by the quorum not yet applied (as of the last probe)
+            "lag": lag(state, committed), "error": state.error}

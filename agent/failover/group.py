@@ -128,3 +128,17 @@ def _distinct(states: Sequence[ServerState]) -> list[ServerState]:
             seen.add((state.host, state.port))
             out.append(state)
     return out
+
+
+def lag(state: ServerState, committed: str) -> int | None:
+    """Transactions committed by the quorum that STATE's server has not applied yet (per
+    domain, by sequence number); None when it cannot be told (down, unreadable)."""
+    if not state.reachable:
+        return None
+    try:
+        quorum = walstore.parse_position(committed)
+    except walstore.GtidError:
+        return None
+    held = _position(state)
+    return sum(max(0, gtid.seq_no - (held[domain].seq_no if domain in held else 0))
+               for domain, gtid in quorum.items())

@@ -42,6 +42,7 @@ async def test_the_writable_server_is_recorded_as_the_primary(tmp_path: Path) ->
         leader = await wait_until(cluster.leader, 15, "a leader", cluster.logs)
         timeline = cluster.agents[leader].timeline() or {}
         assert [s["role"] for s in timeline["servers"]] == ["primary"] * 3
+        assert all(s["lag"] == 0 for s in timeline["servers"])
         assert timeline["failover"]["epoch"] == 1 and timeline["failover"]["waiting"] is None
         shown = primary_cli(cluster.agents["a3"].url)
         assert shown.returncode == 0 and shown.stdout == f"127.0.0.1:{primary.port}\n"

@@ -12,6 +12,7 @@ from agent.failover.group import (
     choose_candidate,
     config_problems,
     duplicate_server_ids,
+    lag,
 )
 from agent.node import translate
 from agent.node.group_record import GroupRecord, GroupRecordError, PrimaryServer
@@ -99,3 +100,10 @@ def test_a_peer_cannot_send_a_group_record_that_does_not_decode() -> None:
     translate.check(consensus.AppendRequest(1, "a2", 0, 0, 0, (good,)))
     with pytest.raises(translate.TranslationError, match="not a GROUP record"):
         translate.check(consensus.AppendRequest(1, "a2", 0, 0, 0, (bad,)))
+
+
+def test_lag_counts_committed_transactions_not_applied() -> None:
+    assert lag(server("a1", 1, gtid="0-1-10,1-2-5"), "0-1-12,1-2-5") == 2
+    assert lag(server("a1", 1, gtid="0-1-10"), "0-1-12,1-2-5") == 7  # a domain it lacks
+    assert lag(server("a1", 1, gtid="0-1-12"), "0-1-12") == 0
+    assert lag(server("a1", 1, reachable=False), "0-1-12") is None
