@@ -87,16 +87,22 @@ async def start_group(primary: LocalMariaDB, cluster: Cluster) -> None:
                      "the primary to be recorded", cluster.logs)
 
 
-def ids(db: LocalMariaDB) -> list[int]:
-    return [int(row[0]) for row in db.query("SELECT id FROM w.t ORDER BY id")]
-
-
-async def test_kill_the_primary_under_a_writer(tmp_path: Path) -> None:
+def group_of_three(tmp_path: Path) -> tuple[dict[str, LocalMariaDB], Cluster]:
+    """A writable server beside a1, read-only ones beside a2 and a3, each agent serving."""
     servers = {"a1": LocalMariaDB(tmp_path / "s1", server_id=1).start(),
                "a2": LocalMariaDB(tmp_path / "s2", server_id=2, extra_args=REPLICA_ARGS).start(),
                "a3": LocalMariaDB(tmp_path / "s3", server_id=3, extra_args=REPLICA_ARGS).start()}
     cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, serve_replicas=True,
                       mariadb_port={n: db.port for n, db in servers.items()})
+    return servers, cluster
+
+
+def ids(db: LocalMariaDB) -> list[int]:
+    return [int(row[0]) for row in db.query("SELECT id FROM w.t ORDER BY id")]
+
+
+async def test_kill_the_primary_under_a_writer(tmp_path: Path) -> None:
+    servers, cluster = group_of_three(tmp_path)
     writer = Writer(cluster)
     thread = threading.Thread(target=writer.run, daemon=True)
     try:
@@ -156,11 +162,7 @@ async def test_kill_the_primary_under_a_writer(tmp_path: Path) -> None:
 
 
 async def test_no_failover_without_a_live_replica_until_one_returns(tmp_path: Path) -> None:
-    servers = {"a1": LocalMariaDB(tmp_path / "s1", server_id=1).start(),
-               "a2": LocalMariaDB(tmp_path / "s2", server_id=2, extra_args=REPLICA_ARGS).start(),
-               "a3": LocalMariaDB(tmp_path / "s3", server_id=3, extra_args=REPLICA_ARGS).start()}
-    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, serve_replicas=True,
-                      mariadb_port={n: db.port for n, db in servers.items()})
+    servers, cluster = group_of_three(tmp_path)
     old, spare = servers["a1"], servers["a3"]
     try:
         await start_group(old, cluster)
