@@ -21,6 +21,7 @@ from starlette.routing import Route
 import consensus
 import walstore
 from agent.config import Config, derived_server_id
+from agent.failover.api import switchover_routes
 from agent.failover.controller import FailoverController
 from agent.failover.keeper import ServerKeeper
 from agent.layout import timeline_dir
@@ -100,8 +101,9 @@ class Agent:
                 await nursery.start(self.node.run)
                 await nursery.start(self.transport.run)
                 if config.listen_http is not None:
-                    app = make_app(self.status, admin_routes(self._lookup) + self.extra_routes(),
-                                   TokenAuth(config.admin.jwt_secret))
+                    routes = (admin_routes(self._lookup) + switchover_routes(self._controller)
+                              + self.extra_routes())
+                    app = make_app(self.status, routes, TokenAuth(config.admin.jwt_secret))
                     await nursery.start(
                         partial(serve_http, app, config.listen_http, tls=config.tls))
                 if config.preferred_leader and config.preferred_leader != config.node_id:
@@ -150,6 +152,9 @@ class Agent:
 
     # ---- internals ------------------------------------------------------------------------
 
+    def _controller(self, name: str) -> FailoverController | None:
+        return self.failover if self._lookup(name) is not None else None
+
     def _lookup(self, name: str) -> TimelineHandle | None:
         timeline = self.timeline
         return timeline if timeline is not None and timeline.known_as(name) else None
@@ -178,6 +183,7 @@ class Agent:
         # transaction under a GTID the log has, and the source trusts GTIDs it has stored.
         if record is None or not record.ready:
             return None
+        # (During a switchover too: the old primary's waiting commits get their ACKs.)
         return (record.primary.host, record.primary.port)
 
     def _deliver(self, msg: Any) -> None:

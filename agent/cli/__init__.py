@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     primary.add_argument("--ca", default=None, help="the CA of an https admin API")
     primary.set_defaults(handler=_lazy("agent.cli.primary:main"))
 
+    switchover = sub.add_parser(
+        "switchover", help="hand the primary over to another agent's server, losing nothing")
+    switchover.add_argument("--to", default=None,
+                            help="the node whose server becomes the primary (default: the "
+                                 "most advanced replica)")
+    switchover.add_argument("--url", action="append", default=None,
+                            help="an agent's admin API; repeat for each agent (the leader "
+                                 "answers)")
+    switchover.add_argument("--config", default=None, help="an agent's config: its listen_http")
+    switchover.add_argument("--token", default=None, help="an admin-scope token "
+                                                          "(default: $BINKEEPER_TOKEN)")
+    switchover.add_argument("--ca", default=None, help="the CA of an https admin API")
+    switchover.set_defaults(handler=_lazy("agent.cli.switchover:main"))
+
     token = sub.add_parser("token", help="a bearer token for an agent's admin API")
     token.add_argument("--config", required=True, help="the agent's TOML config file")
     token.add_argument("--scope", choices=["read", "admin"], default="read")

@@ -14,12 +14,18 @@ from typing import Any
 
 def fetch_status(url: str, timeout: float = 5.0, token: str | None = None,
                  ca_file: str | None = None) -> dict[str, Any]:
-    """The agent's /v1/status; an https URL is verified against CA_FILE (default: the
-    system's CAs), host name included."""
-    request = urllib.request.Request(url.rstrip("/") + "/v1/status")
+    """The agent's /v1/status."""
+    return ask(urllib.request.Request(url.rstrip("/") + "/v1/status"), timeout, token, ca_file)
+
+
+def ask(request: urllib.request.Request, timeout: float, token: str | None,
+        ca_file: str | None) -> dict[str, Any]:
+    """REQUEST to an agent's admin API, its JSON answer; an https URL is verified against
+    CA_FILE (default: the system's CAs), host name included."""
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
+    https = request.full_url.startswith("https:")
+    context = ssl.create_default_context(cafile=ca_file) if https else None
     with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
         data: dict[str, Any] = json.load(response)
     return data
@@ -34,14 +40,26 @@ def render(status: dict[str, Any]) -> str:
             f"flush_lsn {tl['flush_lsn']}, committed_gtid {tl.get('committed_gtid') or '-'}"
         )
         primary = tl.get("primary")
-        lines.append(f"  primary: {primary['host']}:{primary['port']} (beside {primary['node']})"
-                     if primary else "  primary: none recorded")
+        failover = tl.get("failover") or {}
+        promoting = tl.get("promoting")
+        if primary:
+            lines.append(f"  primary: {primary['host']}:{primary['port']} "
+                         f"(beside {primary['node']})")
+        elif failover.get("switchover_to"):
+            lines.append(f"  primary: none for clients, switching over to "
+                         f"{failover['switchover_to']}")
+        elif promoting:
+            lines.append(f"  primary: none for clients yet, promoting {promoting['host']}:"
+                         f"{promoting['port']} (beside {promoting['node']})")
+        else:
+            lines.append("  primary: none recorded")
         for server in tl.get("servers") or []:
             lines.append(f"  server {server['node']:<10} {server['role']:<10} "
                          f"{server.get('address') or '-':<22} applied "
                          f"{server.get('applied_gtid') or '-'} lag "
-                         f"{'-' if server.get('lag') is None else server['lag']}")
-        waiting = (tl.get("failover") or {}).get("waiting")
+                         f"{'-' if server.get('lag') is None else server['lag']}"
+                         + (f" ({server['error']})" if server.get("error") else ""))
+        waiting = failover.get("waiting")
         if waiting:
             lines.append(f"  failover: {waiting}")
         if tl.get("disk_full"):

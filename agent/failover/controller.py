@@ -21,22 +21,26 @@ from typing import Any
 
 import trio
 
-from agent.config import Address, Config
+import walstore
+from agent.config import Address, Config, check_node_id
 from agent.failover.group import (
     ServerState,
     choose_adopted,
     choose_candidate,
     config_problems,
     duplicate_server_ids,
+    errant_gtids,
     lag,
 )
 from agent.failover.probe import probe
 from agent.node.group_record import GroupRecord, PrimaryServer
-from agent.node.handle import CommitOutcomeUnknown, NotLeader, TimelineHandle
+from agent.node.handle import ChangeRefused, CommitOutcomeUnknown, NotLeader, TimelineHandle
 
 log = logging.getLogger("binkeeper.failover")
 
 INTERVAL = 0.5  # seconds between the leader's looks at the group
+HANDOVER_TIMEOUT = 10.0  # seconds for a switchover's old primary to be read-only and drained
+READY_TIMEOUT = 30.0  # seconds for a switchover's new primary to be writable
 
 
 class FailoverController:
@@ -55,7 +59,10 @@ class FailoverController:
         self.servers: list[ServerState] = []  # the newest probe of each known server
         self.problems: list[str] = []  # what is misconfigured, each naming the option
         self.waiting: str | None = None  # why no decision could be made, while it lasts
+        self.errant: dict[str, str] = {}  # node -> GTIDs its server holds the log never had
         self._probes = trio.CapacityLimiter(8)
+        self._switching = False  # this leader is running a switchover (switchover())
+        self._handing_over = False  # ... and has not recorded its new primary yet
 
     def known_servers(self) -> dict[str, Address]:
         servers = dict(self._peer_servers())
@@ -76,7 +83,16 @@ class FailoverController:
             if record is None:
                 await self._adopt(states)
                 continue
+            if self._handing_over:  # switchover() decides until its new primary is recorded
+                continue
+            if record.handover_to is not None:
+                # Not this leader's switchover (it is done, or its leader is gone): the old
+                # primary stays.
+                await self._abort_handover(record, "the leader that began it is gone")
+                continue
             if not record.ready:
+                if await self._promoting_errant(record, states):
+                    continue
                 await self._mark_ready(record, states)
             else:
                 await self._check_restarted(record, states)
@@ -96,6 +112,15 @@ class FailoverController:
             for node, address in sorted(self.known_servers().items()):
                 nursery.start_soon(one, node, address)
         self.servers = [states[node] for node in sorted(states)]
+        record = self.timeline.group_record()
+        primary = ((record.primary.host, record.primary.port)
+                   if record is not None and record.ready else None)
+        # Not a ready primary's: its binlog runs ahead of the log by the commits in flight.
+        # A server being promoted has only what its agent served it, plus anything written
+        # around the agents.
+        self.errant = {s.node: errant for s in self.servers
+                       if s.reachable and (s.host, s.port) != primary
+                       and (errant := errant_gtids(s.gtid_binlog_pos, self.timeline.log_holds))}
         problems = [p for state in self.servers if state.reachable
                     for p in config_problems(state)]
         self.problems = sorted(set(problems)) + duplicate_server_ids(self.servers)
@@ -112,10 +137,7 @@ class FailoverController:
             primary=PrimaryServer(chosen.node, chosen.host, chosen.port, chosen.server_id),
             reason="adopted", committed_gtid=self.timeline.committed_gtid(),
             term=self.timeline.term, ready=not chosen.read_only)
-        try:
-            await self.timeline.record_group(record)
-        except (NotLeader, CommitOutcomeUnknown) as exc:
-            self._wait(f"the adoption of {chosen.address} did not commit: {exc}")
+        if not await self._record(record, f"the adoption of {chosen.address}"):
             return
         self.waiting = None
         log.info("adopted %s's server %s as the primary (%s); recorded in term %d",
@@ -137,10 +159,22 @@ class FailoverController:
             if self.waiting is not None and self.waiting.startswith("primary lost"):
                 self.waiting = None
             return
-        choice = choose_candidate(states, address, self.config.preferred_leader)
+        await self._fail_over(record, states, f"{address[0]}:{address[1]} silent for "
+                              f"{silent:.1f}s (stream and SQL)", silent)
+
+    def _candidates(self, states: list[ServerState]) -> list[ServerState]:
+        return [s for s in states if s.node not in self.errant]
+
+    async def _fail_over(self, record: GroupRecord, states: list[ServerState], why: str,
+                         silent: float = 0.0) -> None:
+        """Record the most advanced live replica (none holding errant GTIDs) as the primary
+        instead of RECORD's, or say why not."""
+        address = (record.primary.host, record.primary.port)
+        choice = choose_candidate(self._candidates(states), address,
+                                  self.config.preferred_leader)
         if choice.server is None:
-            self._wait(f"primary lost ({record.primary.host}:{record.primary.port} silent "
-                       f"beyond {self.config.failover.primary_timeout_ms} ms), no failover: "
+            self._wait(f"primary lost ({why}; timeout "
+                       f"{self.config.failover.primary_timeout_ms} ms), no failover: "
                        f"{choice.reason}")
             return
         chosen = choice.server
@@ -149,15 +183,10 @@ class FailoverController:
             primary=PrimaryServer(chosen.node, chosen.host, chosen.port, chosen.server_id),
             reason="failover", committed_gtid=self.timeline.committed_gtid(),
             term=self.timeline.term, ready=False)
-        log.warning("primary %s:%d silent for %.1fs (stream and SQL): failing over to %s's "
-                    "server %s (%s)", *address, silent, chosen.node, chosen.address,
-                    choice.reason)
+        log.warning("primary lost (%s): failing over to %s's server %s (%s)", why,
+                    chosen.node, chosen.address, choice.reason)
         started = self._lost_at = time.monotonic()
-        try:
-            await self.timeline.record_group(new)
-        except (NotLeader, CommitOutcomeUnknown) as exc:
-            self._wait(f"primary lost, but the failover to {chosen.address} did not commit: "
-                       f"{exc}")
+        if not await self._record(new, f"primary lost, but the failover to {chosen.address}"):
             return
         self.waiting = None
         self.failovers.append({"epoch": new.epoch, "from": f"{address[0]}:{address[1]}",
@@ -168,6 +197,17 @@ class FailoverController:
                  "once it has applied %s", chosen.node, chosen.address, new.epoch,
                  new.committed_gtid or "nothing")
 
+    async def _promoting_errant(self, record: GroupRecord, states: list[ServerState]) -> bool:
+        """The server being promoted holds a transaction the log never had (a privileged
+        write to it after a restart, say): its keeper refuses it, so another is chosen."""
+        errant = self.errant.get(record.primary.node)
+        if errant is None or not self.config.failover.enabled:
+            return False
+        await self._fail_over(record, states, f"{record.primary.node}'s server "
+                              f"{record.primary.host}:{record.primary.port}, being promoted, "
+                              f"holds {errant}, which the quorum never committed")
+        return True
+
     async def _mark_ready(self, record: GroupRecord, states: list[ServerState]) -> None:
         """The keeper beside the chosen server promotes it; once it is writable, a second
         record of the same epoch tells every agent (and `binkeeper primary`) it is ready."""
@@ -176,9 +216,7 @@ class FailoverController:
         if chosen is None or not chosen.reachable or chosen.read_only:
             return
         ready = dataclasses.replace(record, ready=True, term=self.timeline.term)
-        try:
-            await self.timeline.record_group(ready)
-        except (NotLeader, CommitOutcomeUnknown):
+        if not await self._record(ready):
             return  # the next leader sees the server writable and records it
         log.info("%s's server %s is the primary, ready (epoch %d)", record.primary.node,
                  chosen.address, record.epoch)
@@ -196,12 +234,149 @@ class FailoverController:
         again = dataclasses.replace(record, epoch=record.epoch + 1, reason="restarted",
                                     committed_gtid=self.timeline.committed_gtid(),
                                     term=self.timeline.term, ready=False)
-        try:
-            await self.timeline.record_group(again)
-        except (NotLeader, CommitOutcomeUnknown):
+        if not await self._record(again):
             return
         log.warning("the primary %s restarted read-only: not ready until it has caught up "
                     "with the committed history (epoch %d)", state.address, again.epoch)
+
+    # ---- switchover ------------------------------------------------------------------------
+
+    async def switchover(self, to: str | None) -> dict[str, Any]:
+        """Hand the primary over to TO's server (None: the most advanced replica) without
+        losing or failing a commit beyond the moment of the switch: the old primary is made
+        read-only (commits already waiting get their ACKs), its history is committed, then
+        the new one is recorded, catches up, is promoted. Answers once it is ready, with
+        timings. Raises NotLeader, ChangeRefused (not possible now: why), ValueError."""
+        if to is not None:
+            check_node_id(to, "to")
+        if self.timeline.role != "leader":
+            raise NotLeader(self.timeline.leader)
+        if self._switching:
+            raise ChangeRefused("a switchover is already in progress")
+        record = self.timeline.group_record()
+        if record is None or not record.for_clients:
+            raise ChangeRefused("no ready primary to switch over from"
+                                + (f" (epoch {record.epoch}, {record.reason})" if record else ""))
+        self._switching = True
+        try:
+            return await self._switch(record, to)
+        finally:
+            self._switching = False
+
+    async def _switch(self, record: GroupRecord, to: str | None) -> dict[str, Any]:
+        started = time.monotonic()
+        old = (record.primary.host, record.primary.port)
+        states = await self.probe_all()
+        candidates = [s for s in self._candidates(states) if to is None or s.node == to]
+        choice = choose_candidate(candidates, old, self.config.preferred_leader)
+        if choice.server is None:
+            named = f"{to}'s server" if to else "any server"
+            why = self.errant.get(to, "") if to else ""
+            raise ChangeRefused(f"cannot switch over to {named}: " + (
+                f"it holds {why}, which the quorum never committed" if why else choice.reason))
+        target = choice.server
+        handover = dataclasses.replace(record, epoch=record.epoch + 1, reason="switchover",
+                                       committed_gtid=self.timeline.committed_gtid(),
+                                       term=self.timeline.term, handover_to=target.node)
+        self._handing_over = True
+        try:
+            return await self._hand_over(record, handover, target, started)
+        finally:
+            self._handing_over = False
+
+    async def _hand_over(self, record: GroupRecord, handover: GroupRecord,
+                         target: ServerState, started: float) -> dict[str, Any]:
+        old = (record.primary.host, record.primary.port)
+        await self.timeline.record_group(handover)
+        log.warning("switchover from %s:%d to %s's server %s: the old primary goes read-only "
+                    "(epoch %d)", *old, target.node, target.address, handover.epoch)
+        try:
+            with trio.fail_after(HANDOVER_TIMEOUT):
+                drained = await self._drained(record)
+        except trio.TooSlowError:
+            why = (f"{record.primary.host}:{record.primary.port} was not read-only with its "
+                   f"history committed within {HANDOVER_TIMEOUT:.0f}s")
+            await self._abort_handover(handover, why)
+            raise ChangeRefused(f"switchover abandoned: {why}; it stays the primary") from None
+        fenced_s = time.monotonic() - started
+        new = GroupRecord(
+            epoch=handover.epoch + 1,
+            primary=PrimaryServer(target.node, target.host, target.port, target.server_id),
+            reason="switchover", committed_gtid=drained, term=self.timeline.term,
+            ready=False)
+        self._lost_at = time.monotonic()
+        await self.timeline.record_group(new)
+        self._handing_over = False  # the loop marks the new primary ready, as after a failover
+        recorded_s = time.monotonic() - started
+        entry: dict[str, Any] = {"epoch": new.epoch, "from": f"{old[0]}:{old[1]}",
+                                 "to": target.address, "reason": "switchover",
+                                 "silent_s": 0.0, "fenced_s": round(fenced_s, 3),
+                                 "record_s": round(recorded_s - fenced_s, 3),
+                                 "committed_gtid": drained}
+        self.failovers.append(entry)
+        log.info("recorded %s's server %s as the primary (epoch %d, switchover); its keeper "
+                 "promotes it once it has applied %s", target.node, target.address,
+                 new.epoch, drained or "nothing")
+        with trio.move_on_after(READY_TIMEOUT):
+            while True:
+                current = self.timeline.group_record()
+                if current is not None and current.epoch > new.epoch:
+                    raise ChangeRefused(f"the switchover to {target.address} was overtaken: "
+                                        f"epoch {current.epoch if current else 0} "
+                                        f"({current.reason if current else 'none'})")
+                if current is not None and current.epoch == new.epoch and current.ready:
+                    break
+                await trio.sleep(INTERVAL / 10)
+        current = self.timeline.group_record()
+        ready = current is not None and current.epoch == new.epoch and current.ready
+        ready_s = time.monotonic() - started
+        if ready:
+            entry["ready_s"] = round(ready_s, 3)
+        return {"epoch": new.epoch, "from": entry["from"], "to": target.address,
+                "node": target.node, "ready": ready, "fenced_s": entry["fenced_s"],
+                "recorded_s": round(recorded_s, 3), "ready_s": round(ready_s, 3),
+                "committed_gtid": drained}
+
+    async def _drained(self, record: GroupRecord) -> str:
+        """Wait until RECORD's primary is read-only (its keeper acts on the handover record)
+        and everything in its binlog is committed; the committed position then."""
+        while True:
+            state = await trio.to_thread.run_sync(
+                probe, record.primary.node, record.primary.host, record.primary.port,
+                self.config.mariadb.user, self.config.mariadb.password,
+                limiter=self._probes)
+            if state.reachable and state.read_only:
+                committed = self.timeline.committed_gtid()
+                try:
+                    if walstore.covers(walstore.parse_position(committed),
+                                       walstore.parse_position(state.gtid_binlog_pos)):
+                        return committed
+                except walstore.GtidError:
+                    pass  # unreadable: not drained, the deadline decides
+            await trio.sleep(INTERVAL / 20)
+
+    async def _abort_handover(self, record: GroupRecord, why: str) -> None:
+        """A handover that will not complete: the old primary stays, writable again."""
+        kept = dataclasses.replace(record, epoch=record.epoch + 1, reason="aborted",
+                                   term=self.timeline.term, handover_to=None)
+        if not await self._record(kept, f"a switchover to {record.handover_to} ended ({why}), "
+                                        f"but keeping {record.primary.host}:"
+                                        f"{record.primary.port}"):
+            return
+        log.warning("switchover to %s abandoned (%s): %s:%d stays the primary (epoch %d)",
+                    record.handover_to, why, record.primary.host, record.primary.port,
+                    kept.epoch)
+
+    async def _record(self, record: GroupRecord, what: str | None = None) -> bool:
+        """Propose RECORD and wait until it commits; False when it did not (leadership
+        moved), saying so in status and the log as WHAT when given."""
+        try:
+            await self.timeline.record_group(record)
+        except (NotLeader, CommitOutcomeUnknown) as exc:
+            if what is not None:
+                self._wait(f"{what} did not commit: {exc}")
+            return False
+        return True
 
     def _wait(self, reason: str) -> None:
         if reason != self.waiting:  # once per reason, not every half second
@@ -213,21 +388,28 @@ class FailoverController:
         primary = record.primary if record is not None else None
         committed = self.timeline.committed_gtid() if self.servers else ""
         return {
-            "primary": record.as_status() if record is not None and record.ready else None,
+            "primary": record.as_status() if record is not None and record.for_clients
+            else None,
             "promoting": record.as_status() if record is not None and not record.ready
             else None,
-            "servers": [_server_status(state, primary, committed) for state in self.servers],
+            "servers": [_server_status(state, primary, committed, self.errant.get(state.node))
+                        for state in self.servers],
             "failover": {"epoch": record.epoch if record is not None else 0,
                          "reason": record.reason if record is not None else None,
+                         "switchover_to": record.handover_to if record is not None else None,
                          "waiting": self.waiting, "problems": self.problems,
                          "failovers": self.failovers[-10:]},
         }
 
 
 def _server_status(state: ServerState, primary: PrimaryServer | None,
-                   committed: str) -> dict[str, Any]:
+                   committed: str, errant: str | None) -> dict[str, Any]:
+    error = state.error
     if not state.reachable:
         role = "down"
+    elif errant:
+        # holds writes made around the agents: never chosen, never replicated over
+        role, error = "fenced", f"holds {errant}, which the quorum never committed"
     elif primary is not None and (state.host, state.port) == (primary.host, primary.port):
         role = "primary"
     elif not state.read_only:
@@ -239,4 +421,4 @@ def _server_status(state: ServerState, primary: PrimaryServer | None,
             "server_id": state.server_id,
             "applied_gtid": state.gtid_binlog_pos or state.gtid_slave_pos or None,
             # transactions committed by the quorum not yet applied (as of the last probe)
-            "lag": lag(state, committed), "error": state.error}
+            "lag": lag(state, committed), "error": error}

@@ -7,7 +7,7 @@ Every refusal names its reason, so status and logs can say why nothing happened.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import walstore
@@ -142,3 +142,14 @@ def lag(state: ServerState, committed: str) -> int | None:
     held = _position(state)
     return sum(max(0, gtid.seq_no - (held[domain].seq_no if domain in held else 0))
                for domain, gtid in quorum.items())
+
+
+def errant_gtids(position: str, holds: Callable[[str], bool]) -> str:
+    """The GTIDs of POSITION (a server's gtid_binlog_pos) that HOLDS says are not in the
+    history — by GTID, server id included (a stray write reuses a low sequence number) — as
+    text; '' when none."""
+    try:
+        mine = walstore.parse_position(position)
+    except walstore.GtidError as exc:
+        return f"an unreadable GTID position ({exc})"
+    return ", ".join(str(gtid) for _, gtid in sorted(mine.items()) if not holds(str(gtid)))

@@ -20,12 +20,14 @@ import trio
 
 import walstore
 from agent.config import Config
+from agent.failover.group import errant_gtids
 from agent.node.group_record import GroupRecord
 from agent.node.handle import TimelineHandle
 
 log = logging.getLogger("binkeeper.keeper")
 
-INTERVAL = 0.5
+INTERVAL = 0.5  # seconds between looks at the server while nothing changes
+WATCH = 0.05  # seconds between looks at the newest GROUP record
 SQL_TIMEOUT = 5  # seconds; read_only=ON may queue behind a commit waiting for its ACK
 
 
@@ -67,32 +69,45 @@ class ServerKeeper:
         mariadb, listen = self.config.mariadb, self.config.listen_mysql
         if not mariadb.enabled or listen is None:
             return
+        acted_on: GroupRecord | None = None
+        acted_at = -INTERVAL
         while True:
-            await trio.sleep(INTERVAL)
+            # Look at the record often (a dictionary lookup) but at the server only when the
+            # record changed or INTERVAL passed: a decision is acted on within WATCH.
+            await trio.sleep(WATCH)
             record = self.timeline.group_record()
             if record is None:
                 continue
-            if (record.primary.host, record.primary.port) == (mariadb.host, mariadb.port):
-                if record.primary.node == self.config.node_id:
-                    await self._keep_primary(record)
-                else:  # agents sharing one server (tests): the one named keeps it
-                    self.status.role, self.status.error = "primary", None
+            now = trio.current_time()
+            if record == acted_on and now - acted_at < INTERVAL:
                 continue
-            try:
-                changed = await trio.to_thread.run_sync(
-                    self.keep_replica, record, self.timeline.committed_holds,
-                    self.timeline.past_primary_server_ids(), limiter=self._limiter)
-            except KeeperRefused as exc:
-                self._set_error("refused", str(exc))
-            except pymysql.err.MySQLError as exc:
-                self._set_error("down", f"{exc.args[0]}: {exc.args[-1]}" if exc.args
-                                else str(exc))
-            else:
-                if changed:
-                    self.status.changes += 1
-                    log.info("%s:%d replicates from this agent (%s:%d), committed history only",
-                             mariadb.host, mariadb.port, listen.host, listen.port)
-                self.status.role, self.status.error = "replica", None
+            acted_on, acted_at = record, now
+            await self._keep(record)
+
+    async def _keep(self, record: GroupRecord) -> None:
+        mariadb, listen = self.config.mariadb, self.config.listen_mysql
+        assert listen is not None
+        if (record.primary.host, record.primary.port) == (mariadb.host, mariadb.port):
+            if record.primary.node == self.config.node_id:
+                await self._keep_primary(record)
+            else:  # agents sharing one server (tests): the one named keeps it
+                self.status.role, self.status.error = "primary", None
+            return
+        try:
+            changed = await trio.to_thread.run_sync(
+                self.keep_replica, record, self.timeline.committed_holds,
+                self.timeline.past_primary_server_ids(), limiter=self._limiter)
+        except KeeperRefused as exc:
+            self._set_error("refused", str(exc))
+        except pymysql.err.MySQLError as exc:
+            self._set_error("down", f"{exc.args[0]}: {exc.args[-1]}" if exc.args
+                            else str(exc))
+        else:
+            if changed:
+                self.status.changes += 1
+                log.info("%s:%d replicates from this agent (%s:%d), committed history only",
+                         mariadb.host, mariadb.port, listen.host, listen.port)
+            self.status.role, self.status.error = "replica", None
 
     async def _keep_primary(self, record: GroupRecord) -> None:
         try:
@@ -112,6 +127,9 @@ class ServerKeeper:
             self._set_error("down", f"{exc.args[0]}: {exc.args[-1]}" if exc.args
                             else str(exc))
             return
+        if state == "fenced":
+            self.status.role, self.status.error = "handing over", None
+            return
         if state == "promoted":
             self.status.changes += 1
             log.warning("promoted the server beside this agent (%s:%d) to primary, epoch %d "
@@ -121,7 +139,8 @@ class ServerKeeper:
         self.status.error = None
 
     def keep_primary(self, record: GroupRecord, committed: str) -> str:
-        """Blocking: once the server has applied everything committed (COMMITTED, the
+        """Blocking: during a switchover (RECORD.handover_to), make it read-only: "fenced".
+        Otherwise, once the server has applied everything committed (COMMITTED, the
         quorum's position now — not only the record's: a primary that restarted may have
         had committed transactions cut, and must not write new ones in their place), make
         it the primary. "primary" (it was), "promoted", or "catching up"."""
@@ -135,6 +154,18 @@ class ServerKeeper:
                                "@@gtid_slave_pos AS slave")
                 row = cursor.fetchone()
                 assert row is not None
+                if record.handover_to is not None:
+                    # A switchover: read-only now, so nothing new is written; commits already
+                    # waiting still get their ACKs (the source tails it until the next record)
+                    # and SET read_only waits for them (MARIADB.md), never KILLs them.
+                    if int(row["ro"]):
+                        return "fenced"
+                    cursor.execute("SET SESSION lock_wait_timeout = %s", (SQL_TIMEOUT,))
+                    cursor.execute("SET GLOBAL read_only = ON")
+                    log.warning("switchover to %s: the server beside this agent is read-only "
+                                "and hands over once its history is committed",
+                                record.handover_to)
+                    return "fenced"
                 if not int(row["ro"]):
                     return "primary"
                 held = walstore.parse_position(row["bin"] or row["slave"] or "")
@@ -165,22 +196,37 @@ class ServerKeeper:
             with conn.cursor(pymysql.cursors.DictCursor) as cursor:
                 cursor.execute("SET SESSION lock_wait_timeout = %s", (SQL_TIMEOUT,))
                 cursor.execute("SELECT @@read_only AS ro, @@gtid_binlog_pos AS bin, "
-                               "@@gtid_slave_pos AS slave, @@server_id AS id")
+                               "@@gtid_slave_pos AS slave, @@server_id AS id, "
+                               "@@rpl_semi_sync_master_enabled AS semi")
                 row = cursor.fetchone()
                 assert row is not None
-                cursor.execute("SHOW SLAVE STATUS")
-                slave = cursor.fetchone()
-                if _replicating_from(slave, listen.host, listen.port, self.config):
-                    if not int(row["ro"]):
-                        cursor.execute("SET GLOBAL read_only = ON")
-                    return False
-                errant = _beyond(row["bin"] or "", committed)
+                # Anything in its binlog the committed history lacks was written around the
+                # agents (a privileged client, a KILLed ACK wait): named, never replicated over
+                # or reset. Everything it applied from this agent is committed.
+                errant = errant_gtids(row["bin"] or "", committed)
                 if errant:
                     raise KeeperRefused(
                         f"it holds {errant}, which the quorum never committed (the primary "
                         f"is {record.primary.node}'s); not replicating it, not resetting it")
                 if not int(row["ro"]):
                     cursor.execute("SET GLOBAL read_only = ON")
+                if int(row["semi"]):
+                    # A former primary: with semi-sync on, every transaction it applies as a
+                    # replica (log_slave_updates) would wait for an ACK nobody sends. No
+                    # commit waits now — a waiting one is in its binlog and was refused just
+                    # above as never committed — so turning it off answers no one OK.
+                    cursor.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+                    cursor.execute("SELECT @@gtid_binlog_pos AS bin")
+                    again = cursor.fetchone()
+                    late = errant_gtids((again or {}).get("bin") or "", committed)
+                    if late:  # written in the instant between the check and OFF: named
+                        raise KeeperRefused(
+                            f"it holds {late}, written around the agents while it was being "
+                            f"made a replica; not replicating it, not resetting it")
+                cursor.execute("SHOW SLAVE STATUS")
+                slave = cursor.fetchone()
+                if _replicating_from(slave, listen.host, listen.port, self.config):
+                    return False
                 cursor.execute("STOP SLAVE")
                 if int(row["id"]) in primary_ids:
                     # It was a primary: transactions it wrote carry its server_id, and a
@@ -223,14 +269,3 @@ def _replicating_from(slave: dict[str, Any] | None, host: str, port: int,
             and slave.get("Master_User") == config.replication.user
             and slave.get("Slave_SQL_Running") == "Yes"
             and slave.get("Slave_IO_Running") in ("Yes", "Connecting"))
-
-
-def _beyond(held: str, committed: Callable[[str], bool]) -> str:
-    """The GTIDs of position HELD that are not transactions of the committed history (by
-    GTID, server id included: a stray write has a low sequence number), as text; '' when
-    none."""
-    try:
-        mine = walstore.parse_position(held)
-    except walstore.GtidError as exc:
-        return f"an unreadable GTID position ({exc})"
-    return ", ".join(str(gtid) for _, gtid in sorted(mine.items()) if not committed(str(gtid)))

@@ -13,7 +13,8 @@ from typing import Any
 
 from agent.config import Address, check_node_id
 
-REASONS = ("adopted", "failover", "switchover", "restarted")
+# "aborted": a switchover that could not drain the old primary in time; it stays primary.
+REASONS = ("adopted", "failover", "switchover", "restarted", "aborted")
 
 
 class GroupRecordError(ValueError):
@@ -43,6 +44,15 @@ class GroupRecord:
     # it while it is still a replica, unacknowledged). True: writable, waiting for the
     # agents' ACKs — a second record of the same epoch says so.
     ready: bool = True
+    # A switchover in progress: the primary stays (its waiting commits still get their
+    # ACKs) but is kept read-only until its history is committed, then the node named here
+    # is recorded as the primary. None otherwise.
+    handover_to: str | None = None
+
+    @property
+    def for_clients(self) -> bool:
+        """Clients may write to it: ready, and not being handed over."""
+        return self.ready and self.handover_to is None
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -62,7 +72,9 @@ class GroupRecord:
                 reason=_str(raw["reason"], "reason"),
                 committed_gtid=_str(raw["committed_gtid"], "committed_gtid"),
                 term=_int(raw["term"], "term"),
-                ready=_bool(raw["ready"], "ready"))
+                ready=_bool(raw["ready"], "ready"),
+                handover_to=(None if raw.get("handover_to") is None
+                             else check_node_id(raw["handover_to"], "handover_to")))
         except (ValueError, KeyError, TypeError) as exc:
             raise GroupRecordError(f"not a GROUP record: {exc}") from exc
         if record.reason not in REASONS:

@@ -21,6 +21,7 @@ from agent.node.loop import CommitOutcomeUnknown, TimelineNode
 
 NotLeader = consensus.NotLeader
 MEMBERSHIP_ACTIONS = ("add_learner", "promote", "remove")
+RECORD_VISIBLE_TIMEOUT = 30.0  # seconds for a committed GROUP record to be on this disk
 
 
 class ChangeRefused(Exception):
@@ -93,11 +94,22 @@ class TimelineHandle:
         end = node.store.gtid_end_lsn(gtid)
         return end is not None and end <= node.commit_lsn
 
+    def log_holds(self, gtid: str) -> bool:
+        """GTID is in this agent's log, committed or not (a leader's log holds everything
+        committed: a GTID it lacks was never committed by the quorum)."""
+        return self._node.store.gtid_end_lsn(gtid) is not None
+
     async def record_group(self, record: GroupRecord) -> int:
         """Propose RECORD and wait until it is committed; its end LSN. Raises
         consensus.NotLeader (also when leadership moves before it commits)."""
         waiter = self._node.submit(record.encode(), kind=consensus.RecordKind.GROUP)
-        return await self._node.wait(waiter)
+        end = await self._node.wait(waiter)
+        # A majority may commit it before this agent's own fsync; group_record() reads only
+        # what is on this disk, and the caller's next look must see its own decision.
+        with trio.move_on_after(RECORD_VISIBLE_TIMEOUT):  # committed anyway (a full disk)
+            while self._node.store.flush_lsn < end:
+                await trio.sleep(0.001)
+        return end
 
     def status(self) -> dict[str, Any]:
         extra = self._status_extra() if self._status_extra is not None else {}

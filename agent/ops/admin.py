@@ -41,38 +41,52 @@ class BodyTooLarge(Exception):
 TimelineLookup = Callable[[str], TimelineHandle | None]
 
 
+def error(status: int, text: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": text, **extra}, status_code=status)
+
+
+async def body_of(request: Request) -> dict[str, Any] | None:
+    """The JSON object in the body, None if it is not one; read at most MAX_BODY bytes."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise BodyTooLarge
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def answered(call: Awaitable[dict[str, Any]]) -> JSONResponse:
+    """CALL's result, or the status code its error means."""
+    try:
+        return JSONResponse(await call)
+    except NotLeader as exc:
+        return error(421, str(exc), leader=exc.leader_hint)
+    except ChangeRefused as exc:
+        return error(409, str(exc))
+    except ValueError as exc:  # malformed: the message names the field
+        return error(400, str(exc))
+    except CommitOutcomeUnknown as exc:
+        return error(503, f"leadership changed before the change committed: {exc}")
+    except TransferTimeout as exc:
+        return error(504, str(exc))
+
+
+def bounded(endpoint: Callable[[Request], Awaitable[JSONResponse]]
+            ) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """ENDPOINT, answering 413 to a body over MAX_BODY."""
+    async def guarded(request: Request) -> JSONResponse:
+        try:
+            return await endpoint(request)
+        except BodyTooLarge:
+            return error(413, f"request body over {MAX_BODY} bytes")
+    return guarded
+
+
 def admin_routes(lookup: TimelineLookup) -> list[Route]:
-    def error(status: int, text: str, **extra: Any) -> JSONResponse:
-        return JSONResponse({"error": text, **extra}, status_code=status)
-
-    async def body_of(request: Request) -> dict[str, Any] | None:
-        """The JSON object in the body, None if it is not one; read at most MAX_BODY bytes."""
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > MAX_BODY:
-                raise BodyTooLarge
-        try:
-            body = json.loads(data)
-        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
-            return None
-        return body if isinstance(body, dict) else None
-
-    async def answered(call: Awaitable[dict[str, Any]]) -> JSONResponse:
-        """CALL's result, or the status code its error means."""
-        try:
-            return JSONResponse(await call)
-        except NotLeader as exc:
-            return error(421, str(exc), leader=exc.leader_hint)
-        except ChangeRefused as exc:
-            return error(409, str(exc))
-        except ValueError as exc:  # malformed: the message names the field
-            return error(400, str(exc))
-        except CommitOutcomeUnknown as exc:
-            return error(503, f"leadership changed before the change committed: {exc}")
-        except TransferTimeout as exc:
-            return error(504, str(exc))
-
     async def members(request: Request) -> JSONResponse:
         timeline = lookup(request.path_params["timeline"])
         if timeline is None:
@@ -97,15 +111,6 @@ def admin_routes(lookup: TimelineLookup) -> list[Route]:
         if body is None or not isinstance(body.get("to"), str):
             return error(400, 'expected JSON {"to": NODE_ID}')
         return await answered(timeline.transfer_leadership(body["to"], TRANSFER_TIMEOUT))
-
-    def bounded(endpoint: Callable[[Request], Awaitable[JSONResponse]]
-                ) -> Callable[[Request], Awaitable[JSONResponse]]:
-        async def guarded(request: Request) -> JSONResponse:
-            try:
-                return await endpoint(request)
-            except BodyTooLarge:
-                return error(413, f"request body over {MAX_BODY} bytes")
-        return guarded
 
     return [
         Route("/v1/timelines/{timeline}/members", bounded(members), methods=["GET", "POST"]),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 import consensus
@@ -12,6 +15,7 @@ from agent.failover.group import (
     choose_candidate,
     config_problems,
     duplicate_server_ids,
+    errant_gtids,
     lag,
 )
 from agent.node import translate
@@ -107,3 +111,25 @@ def test_lag_counts_committed_transactions_not_applied() -> None:
     assert lag(server("a1", 1, gtid="0-1-10"), "0-1-12,1-2-5") == 7  # a domain it lacks
     assert lag(server("a1", 1, gtid="0-1-12"), "0-1-12") == 0
     assert lag(server("a1", 1, reachable=False), "0-1-12") is None
+
+
+def test_a_handover_record_keeps_its_primary_from_clients() -> None:
+    record = GroupRecord(2, PrimaryServer("a1", "h", 1, 1), "switchover", "0-1-9", 3,
+                         handover_to="a2")
+    assert GroupRecord.decode(record.encode()) == record
+    assert record.ready and not record.for_clients  # ACKed still, written to by no one new
+    assert dataclasses.replace(record, handover_to=None).for_clients
+    with pytest.raises(GroupRecordError):
+        GroupRecord.decode(record.encode().replace(b'"a2"', b'"bad id!"'))
+    # Records written before the field existed decode as no handover.
+    old = json.loads(record.encode())
+    del old["handover_to"]
+    assert GroupRecord.decode(json.dumps(old).encode()).handover_to is None
+
+
+def test_errant_gtids_are_named_exactly() -> None:
+    history = {"0-1-10", "0-2-11"}
+    assert errant_gtids("0-2-11", history.__contains__) == ""
+    # A stray write reuses a low sequence number under its own server id: by GTID, not seq.
+    assert errant_gtids("0-3-5,1-1-1", history.__contains__) == "0-3-5, 1-1-1"
+    assert "unreadable" in errant_gtids("garbage", history.__contains__)
