@@ -55,6 +55,7 @@ class FailoverController:
         self._probe_ok_at = time.monotonic()  # the recorded primary last answered a probe
         self._watching: tuple[str, int] | None = None
         self._lost_at = 0.0
+        self._primary_answered = True  # the recorded primary answered the last probe
         self.failovers: list[dict[str, Any]] = []  # what each failover did, with timings
         self.servers: list[ServerState] = []  # the newest probe of each known server
         self.problems: list[str] = []  # what is misconfigured, each naming the option
@@ -74,8 +75,10 @@ class FailoverController:
     async def run(self) -> None:
         while True:
             record = self.timeline.group_record()
-            # Quicker while a chosen primary is being promoted: clients wait for "ready".
-            await trio.sleep(INTERVAL if record is None or record.ready else INTERVAL / 5)
+            # Quicker while a chosen primary is being promoted (clients wait for "ready"), and
+            # while the primary does not answer: the timeout, not the poll, decides when.
+            quiet = record is None or (record.ready and self._primary_answered)
+            await trio.sleep(INTERVAL if quiet else INTERVAL / 5)
             if self.timeline.role != "leader" or not self.config.mariadb.enabled:
                 continue
             states = await self.probe_all()
@@ -151,7 +154,8 @@ class FailoverController:
         if address != self._watching:  # a new primary (or a new leader): a fresh start
             self._watching, self._probe_ok_at = address, now
         primary = next((s for s in states if (s.host, s.port) == address), None)
-        if primary is not None and primary.reachable:
+        self._primary_answered = primary is not None and primary.reachable
+        if self._primary_answered:
             self._probe_ok_at = now
         heard = max(self._probe_ok_at, self._stream_read_at())
         silent = now - heard

@@ -54,7 +54,7 @@ log = logging.getLogger("binkeeper.source")
 PIECE_SIZE = 4 << 20  # bytes per record of a transaction too big for one
 QUEUE = 256  # transactions read ahead of the quorum
 SETTINGS_RETRY = 0.5  # seconds before asking a primary with unsafe settings again
-TARGET_POLL = 0.2  # seconds between looks at which server is the recorded primary
+TARGET_POLL = 0.05  # seconds between looks at which server is the recorded primary (a lookup)
 # A transaction's way through the leader: read whole from the primary (worker thread) ->
 # handed to the quorum on the event loop -> committed by the quorum -> ACK written.
 STAGES = ("read_to_append", "append_to_commit", "commit_to_ack", "read_to_ack")
