@@ -116,13 +116,18 @@ class FailoverController:
                 nursery.start_soon(one, node, address)
         self.servers = [states[node] for node in sorted(states)]
         record = self.timeline.group_record()
-        primary = ((record.primary.host, record.primary.port)
-                   if record is not None and record.ready else None)
-        # Not a ready primary's: its binlog runs ahead of the log by the commits in flight.
-        # A server being promoted has only what its agent served it, plus anything written
-        # around the agents.
+        recorded = (record.primary.host, record.primary.port) if record is not None else None
+
+        def in_flight(state: ServerState) -> bool:
+            # The recorded primary, once ready or writable (promoted: semi-sync on before
+            # read_only=OFF), runs ahead of the log by the commits waiting for their ACK.
+            # Read-only and being promoted, it has only what its agent served it, plus
+            # anything written around the agents.
+            return (record is not None and (state.host, state.port) == recorded
+                    and (record.ready or not state.read_only))
+
         self.errant = {s.node: errant for s in self.servers
-                       if s.reachable and (s.host, s.port) != primary
+                       if s.reachable and not in_flight(s)
                        and (errant := errant_gtids(s.gtid_binlog_pos, self.timeline.log_holds))}
         problems = [p for state in self.servers if state.reachable
                     for p in config_problems(state)]

@@ -48,6 +48,10 @@ class KeeperRefused(Exception):
     """This server cannot be made a replica safely; the message says why."""
 
 
+class KeeperWaiting(Exception):
+    """This agent cannot judge the server yet (its own log is behind); tried again."""
+
+
 @dataclass
 class KeeperStatus:
     role: str = "unknown"  # primary, replica, refused, down
@@ -95,10 +99,12 @@ class ServerKeeper:
             return
         try:
             changed = await trio.to_thread.run_sync(
-                self.keep_replica, record, self.timeline.committed_holds,
+                self.keep_replica, record, self.timeline.gtid_known,
                 self.timeline.past_primary_server_ids(), limiter=self._limiter)
         except KeeperRefused as exc:
             self._set_error("refused", str(exc))
+        except KeeperWaiting as exc:
+            self._set_waiting(str(exc))
         except pymysql.err.MySQLError as exc:
             self._set_error("down", f"{exc.args[0]}: {exc.args[-1]}" if exc.args
                             else str(exc))
@@ -118,10 +124,13 @@ class ServerKeeper:
                 # Not fed by anyone yet (e.g. the primary itself restarted, its tail cut,
                 # and no replica to fail over to): it catches up from this agent first.
                 await trio.to_thread.run_sync(
-                    self.keep_replica, record, self.timeline.committed_holds,
+                    self.keep_replica, record, self.timeline.gtid_known,
                     self.timeline.past_primary_server_ids(), limiter=self._limiter)
         except KeeperRefused as exc:
             self._set_error("refused", str(exc))
+            return
+        except KeeperWaiting as exc:
+            self._set_waiting(str(exc))
             return
         except pymysql.err.MySQLError as exc:
             self._set_error("down", f"{exc.args[0]}: {exc.args[-1]}" if exc.args
@@ -178,15 +187,22 @@ class ServerKeeper:
         finally:
             conn.close()
 
+    def _set_waiting(self, why: str) -> None:
+        if why != self.status.error:
+            log.info("the server beside this agent: %s", why)
+        self.status.role, self.status.error = "catching up", why
+
     def _set_error(self, role: str, error: str) -> None:
         if error != self.status.error:
             log.error("the server beside this agent: %s", error)
         self.status.role, self.status.error = role, error
 
-    def keep_replica(self, record: GroupRecord, committed: Callable[[str], bool],
+    def keep_replica(self, record: GroupRecord, known: Callable[[str], bool | None],
                      primary_ids: frozenset[int] = frozenset()) -> bool:
         """Blocking: make the server a read-only replica of this agent. True when
-        replication was (re)configured, False when it already was."""
+        replication was (re)configured, False when it already was. KNOWN says whether a GTID
+        is committed history (True), cannot be (False) or cannot be told yet (None: this
+        agent is behind)."""
         mariadb, listen = self.config.mariadb, self.config.listen_mysql
         assert listen is not None
         conn = pymysql.connect(host=mariadb.host, port=mariadb.port, user=mariadb.user,
@@ -203,11 +219,15 @@ class ServerKeeper:
                 # Anything in its binlog the committed history lacks was written around the
                 # agents (a privileged client, a KILLed ACK wait): named, never replicated over
                 # or reset. Everything it applied from this agent is committed.
-                errant = errant_gtids(row["bin"] or "", committed)
+                errant = errant_gtids(row["bin"] or "", lambda g: known(g) is not False)
                 if errant:
                     raise KeeperRefused(
                         f"it holds {errant}, which the quorum never committed (the primary "
                         f"is {record.primary.node}'s); not replicating it, not resetting it")
+                unknown = errant_gtids(row["bin"] or "", lambda g: known(g) is True)
+                if unknown:  # this agent restarted or lags: judged once it has caught up
+                    raise KeeperWaiting(f"it holds {unknown}, not yet committed in this "
+                                        "agent's log; waiting for this agent to catch up")
                 if not int(row["ro"]):
                     cursor.execute("SET GLOBAL read_only = ON")
                 if int(row["semi"]):
@@ -218,7 +238,8 @@ class ServerKeeper:
                     cursor.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
                     cursor.execute("SELECT @@gtid_binlog_pos AS bin")
                     again = cursor.fetchone()
-                    late = errant_gtids((again or {}).get("bin") or "", committed)
+                    late = errant_gtids((again or {}).get("bin") or "",
+                                        lambda g: known(g) is True)
                     if late:  # written in the instant between the check and OFF: named
                         raise KeeperRefused(
                             f"it holds {late}, written around the agents while it was being "

@@ -94,6 +94,17 @@ class TimelineHandle:
         end = node.store.gtid_end_lsn(gtid)
         return end is not None and end <= node.commit_lsn
 
+    def gtid_known(self, gtid: str) -> bool | None:
+        """For a server this agent feeds: True when GTID is committed history; None when it
+        is in this log but not committed here yet (this agent just restarted, or lags: its
+        commit LSN catches up from the leader); False when this log does not hold it — never
+        committed, unless this agent's log is behind the quorum's (a former primary's agent
+        cut off from it: refused until it catches up, then accepted). Safe from a worker
+        thread."""
+        if self.committed_holds(gtid):
+            return True
+        return None if self._node.store.gtid_end_lsn(gtid) is not None else False
+
     def log_holds(self, gtid: str) -> bool:
         """GTID is in this agent's log, committed or not (a leader's log holds everything
         committed: a GTID it lacks was never committed by the quorum)."""
