@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.quorum_bench",
     "bench.semisync_bench",
     "bench.replica_catchup_bench",
+    "bench.failover_bench",
 ]
 
 

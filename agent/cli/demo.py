@@ -1,5 +1,5 @@
-"""`binkeeper demo`: the one product command that runs the harness (throwaway mariadbd,
-OLTP writer, in-process agents); see agent/harness/demo.py."""
+"""`binkeeper demo`: the one product command that runs the harness (throwaway mariadbd
+servers, an agent process beside each, an OLTP writer); see agent/harness/demo.py."""
 
 from __future__ import annotations
 
