@@ -8,11 +8,13 @@ failover controller (agent/failover/), S3 offload (agent/offload/), each started
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import resource
 import signal
 import sys
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -32,6 +34,7 @@ from agent.ops.admin import admin_routes
 from agent.ops.auth import TokenAuth
 from agent.ops.http_api import make_app, serve_http
 from agent.ops.loop_health import LoopHealth
+from agent.ops.metrics import AgentMetrics
 from agent.serving.server import ReplicationServer
 from agent.source.source import MariaDBSource
 
@@ -69,7 +72,10 @@ class Agent:
         self.replication: ReplicationServer | None = None
         self.failover: FailoverController | None = None
         self.keeper: ServerKeeper | None = None
-        self.loop_health = LoopHealth()
+        self.metrics = AgentMetrics(config.node_id, config.mariadb.timeline, self.status,
+                                    failovers=self._failovers, wal_dir=self._wal_dir,
+                                    version=_version())
+        self.loop_health = LoopHealth(observe=self.metrics.observe_loop_lag)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -93,6 +99,8 @@ class Agent:
                     max_inflight_bytes=cons.max_inflight_bytes,
                 ),
             )
+            self.node.observe_flush = self.metrics.observe_flush
+            self.node.observe_commit = self.metrics.observe_commit
             self.timeline = TimelineHandle(self.node, config.timeline_id, config.mariadb.timeline,
                                            self._timeline_status,
                                            remote_members=config.tls is not None)
@@ -103,7 +111,8 @@ class Agent:
                 if config.listen_http is not None:
                     routes = (admin_routes(self._lookup) + switchover_routes(self._controller)
                               + self.extra_routes())
-                    app = make_app(self.status, routes, TokenAuth(config.admin.jwt_secret))
+                    app = make_app(self.status, routes, TokenAuth(config.admin.jwt_secret),
+                                   metrics=self.metrics.render)
                     await nursery.start(
                         partial(serve_http, app, config.listen_http, tls=config.tls))
                 if config.preferred_leader and config.preferred_leader != config.node_id:
@@ -124,6 +133,7 @@ class Agent:
                     nursery.start_soon(self.keeper.run)
                     self.source = MariaDBSource(config.mariadb, config.node_id, self.node,
                                                 self.store, self._recorded_primary)
+                    self.source.observe_ack_wait = self.metrics.observe_ack_wait
                     nursery.start_soon(self.source.run)
                 self.extra_tasks(nursery)
                 log.info(
@@ -199,7 +209,7 @@ class Agent:
             "source": self.source.status.as_dict() if self.source else None,
             "keeper": self.keeper.status.as_dict() if self.keeper else None,
             **(self.failover.status() if self.failover else {"primary": None, "servers": []}),
-            "replication": self.replication.status.as_dict() if self.replication else None,
+            "replication": self.replication.status_dict() if self.replication else None,
             "peers": self.transport.status() if self.transport else {},
             "peer_connections": self.transport.inbound_counts() if self.transport else {},
             **self.extra_timeline_status(),
@@ -209,6 +219,22 @@ class Agent:
         timelines = [self.timeline.status()] if self.timeline is not None else []
         return {"node_id": self.config.node_id, "event_loop": self.loop_health.as_dict(),
                 "timelines": timelines}
+
+    # For the metrics (agent/ops/metrics.py), by timeline id:
+    def _failovers(self, timeline_id: str) -> list[dict[str, Any]]:
+        # The controller's own list (every failover it recorded while this agent led).
+        failover = self.failover
+        return list(failover.failovers) if failover is not None else []
+
+    def _wal_dir(self, timeline_id: str) -> Path | None:
+        return self.timeline_dir if timeline_id == self.config.timeline_id else None
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("binkeeper")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return ""
 
 
 def setup_logging() -> None:

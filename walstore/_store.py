@@ -289,6 +289,12 @@ class WalStore:
         return self._end_lsn - self._flush_lsn
 
     @property
+    def disk_bytes(self) -> int:
+        """Bytes of records in the segment files (framing included), for disk-usage
+        metrics: what is known written, not what is still pending."""
+        return sum(segment.written for segment in self._segments)
+
+    @property
     def syncing(self) -> bool:
         """Whether an async sync() is writing now (flush() must wait for it)."""
         return self._sync_round is not None

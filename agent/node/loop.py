@@ -31,6 +31,7 @@ import consensus
 import walstore
 from agent.node import translate
 from agent.node.driver import Applied, NodeDriver
+from agent.node.lag import MemberLag
 
 log = logging.getLogger("binkeeper.timeline")
 
@@ -65,6 +66,7 @@ class _Waiter:
     end_lsn: int
     done: trio.Event = field(default_factory=trio.Event)
     error: Exception | None = None
+    proposed: float = 0.0  # time.perf_counter() at submit, for the commit-time histogram
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,16 @@ class TimelineNode:
         self._flush_seconds = 0.0  # smoothed duration of flushes
         self._last_flush_end = 0.0
         self.inline_flushes = 0
+        # Counted as the loop sees role changes (status and metrics).
+        self.elections = 0  # times this agent stood for election in a new term
+        self.elections_won = 0
+        self.leader_changes = 0  # times the leader this agent knows changed to another
+        self._last_leader: str | None = None
+        self.member_lag = MemberLag()
+        # Metrics observers (agent/ops/metrics.py), seconds: each WAL write+fsync batch,
+        # and each proposal from submit to commit. Called on the event loop; never block.
+        self.observe_flush: Callable[[float], None] | None = None
+        self.observe_commit: Callable[[float], None] | None = None
 
     # ---- inputs from other tasks -------------------------------------------------------
 
@@ -187,7 +199,7 @@ class TimelineNode:
         kind: consensus.RecordKind = consensus.RecordKind.DATA,
     ) -> _Waiter:
         """Queue a proposal without waiting: submissions keep their order in the log."""
-        waiter = _Waiter(end_lsn=-1)
+        waiter = _Waiter(end_lsn=-1, proposed=time.perf_counter())
         self._inbox_send.send_nowait(_Propose(payload, gtid, continued, waiter, kind))
         return waiter
 
@@ -279,6 +291,8 @@ class TimelineNode:
             # The worker's timings tell the loop when its disk is fast (or idle) again.
             self._last_flush_end = time.perf_counter()
             self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
+            if self.observe_flush is not None:
+                self.observe_flush(self._last_flush_end - started)
             # The report is taken now, with no await since the sync finished: it names the
             # LSN, term and truncation epoch it covers, so it stays checkable in the inbox.
             self._inbox_send.send_nowait(_Flushed(self.store.durable()))
@@ -346,6 +360,11 @@ class TimelineNode:
             self.commit_lsn = rd.commit_lsn
             for waiter in applied.committed:
                 waiter.done.set()
+            if self.observe_commit is not None:
+                now = time.perf_counter()
+                for waiter in applied.committed:
+                    if waiter.proposed:  # (admin actions' waiters have no submit time)
+                        self.observe_commit(now - waiter.proposed)
             self.commit_changed.set()
             self.commit_changed = trio.Event()
         flushed_inline = False
@@ -439,6 +458,8 @@ class TimelineNode:
         self._last_flush_end = time.perf_counter()
         self._flush_seconds += (self._last_flush_end - started - self._flush_seconds) / 8
         self.inline_flushes += 1
+        if self.observe_flush is not None:
+            self.observe_flush(self._last_flush_end - started)
         self.driver.durable(store.durable())
         return True
 
@@ -448,9 +469,20 @@ class TimelineNode:
         if (role, term, leader) != (self.role, self.term, self.leader):
             if role != self.role:
                 log.info("%s: %s -> %s in term %d", self.node_id, self.role, role, term)
+            if role in ("candidate", "leader") and term != self.term:
+                self.elections += 1
+            if role == "leader" and self.role != "leader":
+                self.elections_won += 1
+            if leader is not None and leader != self._last_leader:
+                self.leader_changes += 1
+                self._last_leader = leader
+            if role != "leader" or term != self.term:
+                self.member_lag.reset()
             self.role, self.term, self.leader = role, term, leader
             self._role_changed.set()
             self._role_changed = trio.Event()
+        if role == "leader":
+            self.member_lag.observe(time.monotonic(), self.store.end_lsn, core.progress)
         self._fail(self.driver.leadership_lost(),
                    CommitOutcomeUnknown("leadership lost before commit"))
 
@@ -519,6 +551,7 @@ class TimelineNode:
     def status(self) -> dict[str, Any]:
         """The consensus side of this timeline, as `/v1/status` shows it."""
         core, store = self.core.status(), self.store
+        now, end = time.monotonic(), store.end_lsn
         members = []
         for member_id in sorted(core.voters | core.learners):
             progress = core.progress.get(member_id)
@@ -535,6 +568,11 @@ class TimelineNode:
                     "flush_lsn": flush,
                     "match_lsn": progress.match_lsn if progress is not None else None,
                     "next_lsn": progress.next_lsn if progress is not None else None,
+                    # On the leader: how far behind its log (docs/metrics.md, agent/node/lag.py)
+                    "lag_bytes": max(0, end - progress.match_lsn) if progress is not None
+                    else None,
+                    "lag_s": None if progress is None else self.member_lag.seconds(
+                        member_id, now, end, progress.match_lsn),
                 }
             )
         return {
@@ -551,6 +589,10 @@ class TimelineNode:
             "disk_full": self.disk_error is not None,
             "disk_error": self.disk_error,
             "disk_full_errors": self.disk_full_errors,
+            "wal_bytes": store.disk_bytes,
+            "elections": self.elections,
+            "elections_won": self.elections_won,
+            "leader_changes": self.leader_changes,
             "committed_gtid": walstore.format_position(store.gtids_at(core.commit_lsn)) or None,
             "members": members,
             "membership_generation": self.core.membership.generation,

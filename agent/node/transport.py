@@ -77,6 +77,12 @@ class PeerLink:
     sent: int = 0
     sent_direct: int = 0  # of which written by the caller, without the sending task
     last_error: str | None = None
+    protocol_errors: int = 0  # connections to it closed because it broke the protocol
+    refused: int = 0  # handshakes it (or its certificate) refused
+    # Bytes encoded for it by earlier connections (before and after compression); the
+    # current connection's own count is added when it is replaced (bytes_sent()).
+    raw_sent_before: int = 0
+    wire_sent_before: int = 0
     direct: socket.socket | None = None  # a duplicate of the connection's socket, or None
     # Something was handed to the sending task and is not yet fully written. (Not the
     # channel's fill level: a channel hands an item straight to a waiting receiver.)
@@ -84,6 +90,15 @@ class PeerLink:
 
     def idle(self) -> bool:
         return self.direct is not None and not self.busy
+
+    def bytes_sent(self) -> tuple[int, int]:
+        """Bytes encoded for this peer since start: (protobuf bodies before compression,
+        frames after it). A frame cut short by a lost connection still counts."""
+        conn = self.conn
+        if conn is None:
+            return self.raw_sent_before, self.wire_sent_before
+        return (self.raw_sent_before + conn.raw_bytes_sent,
+                self.wire_sent_before + conn.wire_bytes_sent)
 
 
 def _size(item: Any) -> int:
@@ -115,6 +130,7 @@ class PeerTransport:
         self.peer_servers: dict[str, Address] = {}
         self.refused_inbound = 0  # handshakes refused: TLS, certificate, Hello
         self.broken_inbound = 0  # connections closed for a protocol error after the handshake
+        self.received_bytes: dict[str, int] = {}  # peer id -> bytes read after its handshake
         self._inbound = 0  # connections being served, handshaking ones included
         self._inbound_by_host: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
@@ -246,15 +262,18 @@ class PeerTransport:
                         error = group.exceptions[0]
                         link.last_error = f"{type(error).__name__}: {error}"
                     except* wire.ProtocolError as group:
+                        link.protocol_errors += 1
                         link.last_error = f"protocol error: {group.exceptions[0]}"
                         self._complain(logging.WARNING, link.peer_id, "protocol",
                                        "peer %s broke the protocol: %s", link.peer_id,
                                        group.exceptions[0])
                     except* TlsRefused as group:  # e.g. a certificate from another CA
+                        link.refused += 1
                         link.last_error = str(group.exceptions[0])
                         self._complain(logging.ERROR, link.peer_id, "tls",
                                        "TLS with %s failed: %s", link.peer_id, link.last_error)
                     except* PeerRefused as group:
+                        link.refused += 1
                         link.last_error = str(group.exceptions[0])
                         self._complain(logging.ERROR, link.peer_id, "refused",
                                        "peer %s refused us: %s", link.peer_id, link.last_error)
@@ -281,6 +300,9 @@ class PeerTransport:
             raise wire.ProtocolError("expected HelloReply")
         if not reply.hello_reply.accepted:
             raise PeerRefused(f"{link.peer_id} refused the handshake: {reply.hello_reply.reason}")
+        if link.conn is not None:  # its byte counts stay in the peer's totals
+            raw, wire_bytes = link.bytes_sent()
+            link.raw_sent_before, link.wire_sent_before = raw, wire_bytes
         link.conn = conn
 
     async def _pump_out(self, stream: trio.abc.Stream, link: PeerLink) -> None:
@@ -431,6 +453,7 @@ class PeerTransport:
             data = await stream.receive_some(1 << 16)
             if not data:
                 return
+            self.received_bytes[peer_id] = self.received_bytes.get(peer_id, 0) + len(data)
             conn.receive_data(data)
             while (envelope := conn.next_message()) is not wire.NEED_DATA:
                 msg = translate.from_envelope(envelope)  # type: ignore[arg-type]
@@ -445,8 +468,10 @@ class PeerTransport:
         return {"refused": self.refused_inbound, "protocol_errors": self.broken_inbound}
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {
-            link.peer_id: {
+        out: dict[str, dict[str, Any]] = {}
+        for link in self.links.values():
+            raw, wire_bytes = link.bytes_sent()
+            out[link.peer_id] = {
                 "connected": link.connected,
                 "sent": link.sent,
                 "sent_direct": link.sent_direct,
@@ -454,9 +479,13 @@ class PeerTransport:
                 "queued_bytes": link.queued_bytes,
                 "last_error": link.last_error,
                 "tls": self._client_tls is not None,
+                "bytes_sent": raw,  # before compression
+                "bytes_sent_wire": wire_bytes,  # after compression, frame headers included
+                "bytes_received": self.received_bytes.get(link.peer_id, 0),
+                "protocol_errors": link.protocol_errors,
+                "refused": link.refused,
             }
-            for link in self.links.values()
-        }
+        return out
 
 
 class PeerRefused(Exception):

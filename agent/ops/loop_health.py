@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ WARN_AFTER = 0.25
 class LoopHealth:
     max_lag_ms: float = 0.0
     stalls: int = 0  # wakeups later than WARN_AFTER
+    observe: Callable[[float], None] | None = None  # each wakeup's lag, seconds (metrics)
     _beat: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -40,8 +42,10 @@ class LoopHealth:
             self._beat = time.monotonic()
             due = time.monotonic() + PERIOD
             await trio.sleep(PERIOD)
-            lag = time.monotonic() - due
+            lag = max(0.0, time.monotonic() - due)
             self.max_lag_ms = max(self.max_lag_ms, lag * 1000)
+            if self.observe is not None:
+                self.observe(lag)
             if lag > WARN_AFTER:
                 self.stalls += 1
                 log.warning("event loop stalled for %.0f ms", lag * 1000)

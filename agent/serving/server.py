@@ -13,6 +13,7 @@ import itertools
 import logging
 import math
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,9 +56,18 @@ class ReplicaInfo:
     events_sent: int = 0
     bytes_sent: int = 0
     tls: bool = False
+    lsn: int | None = None  # while dumping: the log position served up to
+    # time.monotonic() of a moment whose whole committed history has been sent to it: its
+    # lag in seconds is the time since (an upper bound, by one read-and-send round)
+    synced_at: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    def as_dict(self, commit_lsn: int, now: float) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "synced_at"}
+        behind = commit_lsn - self.lsn if self.lsn is not None else None
+        out["lag_bytes"] = max(0, behind) if behind is not None else None
+        out["lag_s"] = (None if behind is None
+                        else 0.0 if behind <= 0 else round(now - self.synced_at, 3))
+        return out
 
 
 @dataclass
@@ -66,12 +76,16 @@ class ReplicationServerStatus:
     refused: int = 0
     errors: int = 0
     dropped_slow: int = 0  # replicas that took no data for send_timeout seconds
+    connections_total: int = 0  # connections accepted since start
+    bytes_sent: int = 0  # binlog bytes served to replicas since start, all connections
     replicas: dict[int, ReplicaInfo] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, commit_lsn: int) -> dict[str, Any]:
+        now = time.monotonic()
         return {"connections": self.connections, "refused": self.refused,
                 "errors": self.errors, "dropped_slow": self.dropped_slow,
-                "replicas": [r.as_dict() for r in self.replicas.values()]}
+                "connections_total": self.connections_total, "bytes_sent": self.bytes_sent,
+                "replicas": [r.as_dict(commit_lsn, now) for r in self.replicas.values()]}
 
 
 class ReplicationServer:
@@ -101,6 +115,9 @@ class ReplicationServer:
             await nursery.start(trio.serve_listeners, self._serve, listeners)
             task_status.started()
 
+    def status_dict(self) -> dict[str, Any]:
+        return self.status.as_dict(self.node.commit_lsn)
+
     def _committed_gtids(self) -> str:
         return walstore.format_position(self.store.gtids_at(self.node.commit_lsn))
 
@@ -118,6 +135,7 @@ class ReplicationServer:
                     ER_CON_COUNT, "Too many connections", "08004")))
                 return
             self.status.connections += 1
+            self.status.connections_total += 1
             info = ReplicaInfo(peer)
             self.status.replicas[connection_id] = info
             try:
@@ -195,12 +213,13 @@ class ReplicationServer:
                  request.server_id, info.mode, request.gtid_state or
                  f"{request.file_name}:{request.position}")
         await self._send_events(stream, writer, start)
+        info.lsn, info.synced_at = binlog.lsn, time.monotonic()
         if request.until_gtid and binlog.until_done:
             await self._send(stream, writer.frame(packets.eof_packet()))
             return
         period = request.heartbeat_period or DEFAULT_HEARTBEAT
         while True:
-            commit = self.node.commit_lsn
+            commit, read_at = self.node.commit_lsn, time.monotonic()
             try:
                 # Off the event loop: a cold read from disk must not delay heartbeats and
                 # commits. Safe in a thread: only committed records are read, and those are
@@ -218,7 +237,11 @@ class ReplicationServer:
                 await self._send_events(stream, writer, events)
                 info.file_name, info.position = binlog.file_name, binlog.position
                 info.last_gtid = binlog.last_gtid
+                self.status.bytes_sent += binlog.bytes_sent - info.bytes_sent
                 info.events_sent, info.bytes_sent = binlog.events_sent, binlog.bytes_sent
+            info.lsn = binlog.lsn
+            if binlog.lsn >= commit:  # it has everything committed when this read began
+                info.synced_at = read_at
             if done:
                 await self._send(stream, writer.frame(packets.eof_packet()))
                 return

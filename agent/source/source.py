@@ -75,6 +75,7 @@ class SourceStatus:
     last_gtid: str | None = None
     error: str | None = None
     sessions: int = 0
+    failures: int = 0  # sessions (or attempts) that ended with an error
     last_read: float = 0.0  # time.monotonic() of the newest event or heartbeat read
 
     latency: StageLatencies = field(default_factory=lambda: StageLatencies(STAGES))
@@ -109,6 +110,9 @@ class MariaDBSource:
         self.store = store
         self.server_id = config.server_id or derived_server_id(node_id)
         self.status = SourceStatus()
+        # Metrics (agent/ops/metrics.py): each acknowledged transaction's wait from its
+        # proposal to its ACK written, seconds. Called on the event loop; must not block.
+        self.observe_ack_wait: Callable[[float], None] | None = None
 
     async def run(self) -> None:
         backoff = 0.1
@@ -130,10 +134,12 @@ class MariaDBSource:
                 if str(group.exceptions[0]) != self.status.error:
                     log.error("%s", group.exceptions[0])
                 self.status.error = str(group.exceptions[0])
+                self.status.failures += 1
                 backoff = SETTINGS_RETRY
             except* (ReplicationError, pymysql.err.MySQLError, OSError, EOFError) as group:
                 exc = group.exceptions[0]
                 self.status.error = f"{type(exc).__name__}: {exc}"
+                self.status.failures += 1
                 log.warning("replication from %s:%d interrupted: %s", *target,
                             self.status.error)
             except* (consensus.NotLeader, CommitOutcomeUnknown):
@@ -324,6 +330,8 @@ class MariaDBSource:
                 latency.record("append_to_commit", committed_at - item.appended_at)
                 latency.record("commit_to_ack", acked_at - committed_at)
                 latency.record("read_to_ack", acked_at - item.read_at)
+                if self.observe_ack_wait is not None:
+                    self.observe_ack_wait(acked_at - item.appended_at)
 
     async def _watch_target(self, target: tuple[str, int], scope: trio.CancelScope) -> None:
         # Fencing: once another server is the recorded primary, this one is not tailed, so
