@@ -43,8 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_lazy("agent.cli.run:main"))
 
     status = sub.add_parser("status", help="the cluster as this agent sees it")
-    status.add_argument("--url", default="http://127.0.0.1:7676", help="the agent's admin API")
+    status.add_argument("--url", action="append", default=None,
+                        help="an agent's admin API (default http://127.0.0.1:7676); with "
+                             "--watch, repeat it for each agent")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.add_argument("--watch", action="store_true",
+                        help="a live view of the group, refreshed every second (Ctrl-C ends)")
+    status.add_argument("--count", type=int, default=None,
+                        help="with --watch: stop after this many refreshes (scripts, tests)")
     status.add_argument("--token", default=None,
                         help="a bearer token for the admin API (default: $BINKEEPER_TOKEN)")
     status.add_argument("--ca", default=None,

@@ -76,15 +76,22 @@ def render(status: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("BINKEEPER_TOKEN")
+    urls = args.url or ["http://127.0.0.1:7676"]
+    if args.watch:
+        from agent.cli.watch import watch  # rich only when watching
+
+        return watch(urls, lambda url: fetch_status(url, token=token, ca_file=args.ca),
+                     count=args.count)
+    url = urls[0]
     try:
-        status = fetch_status(args.url, token=args.token or os.environ.get("BINKEEPER_TOKEN"),
-                              ca_file=args.ca)
+        status = fetch_status(url, token=token, ca_file=args.ca)
     except urllib.error.HTTPError as exc:
-        print(f"binkeeper status: {args.url} refused: {exc.code} {exc.read().decode()}",
+        print(f"binkeeper status: {url} refused: {exc.code} {exc.read().decode()}",
               file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"binkeeper status: cannot reach {args.url}: {exc}", file=sys.stderr)
+        print(f"binkeeper status: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0

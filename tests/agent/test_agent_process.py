@@ -128,5 +128,17 @@ async def test_status_lists_every_member_with_its_flush_lsn(tmp_path: Path) -> N
         assert [m["id"] for m in members] == ["a1", "a2", "a3"]
         result = run_cli("status", "--url", cluster.agents[leader].url)
         assert result.returncode == 0 and "a2" in result.stdout and "voter" in result.stdout
+
+        # The live view: every agent's row, the one that does not answer named as such.
+        urls = [arg for agent in cluster.agents.values() for arg in ("--url", agent.url)]
+        watched = subprocess.run(
+            [sys.executable, "-m", "agent", "status", "--watch", "--count", "2", *urls,
+             "--url", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "COLUMNS": "200", "TERM": "dumb"})
+        assert watched.returncode == 0, watched.stderr
+        rows = [line for line in watched.stdout.splitlines() if line.startswith("│ a")]
+        assert {row.split()[1] for row in rows} >= {"a1", "a2", "a3"}, watched.stdout
+        assert sum("leader" in row for row in rows) >= 1 and "unreachable" in watched.stdout
+        assert "no primary" in watched.stdout  # no [mariadb]: nothing recorded
     finally:
         cluster.stop()

@@ -5,6 +5,7 @@ lost or doubled, the old primary rejoins as a replica, and the way back works to
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -87,6 +88,12 @@ async def test_switchover_under_a_writer_and_back(tmp_path: Path) -> None:
         print(f"switchover: {took:.2f}s end to end; {done.stdout.strip()}")
         assert primary_of(cluster) == ("127.0.0.1", new.port)
         assert new.variable("read_only") == "0" and old.variable("read_only") == "1"
+        urls = [arg for agent in cluster.agents.values() for arg in ("--url", agent.url)]
+        watched = subprocess.run(
+            [sys.executable, "-m", "agent", "status", "--watch", "--count", "1", *urls],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+        assert f"primary 127.0.0.1:{new.port} (beside a2)" in watched.stdout, watched.stdout
+        assert "switchover" in watched.stdout  # the newest decision's reason
         acked_at_switch = len(writer.acked)
         await wait_until(lambda: len(writer.acked) >= acked_at_switch + 100, 60,
                          "writes on the new primary", cluster.logs)
