@@ -158,6 +158,9 @@ class TimelineNode:
         self._flush_seconds = 0.0  # smoothed duration of flushes
         self._last_flush_end = 0.0
         self.inline_flushes = 0
+        # Control-file writes and catch-up reads: threads of their own, apart from trio's
+        # default limiter (the WAL's fsync worker uses that one), at most one each at a time.
+        self._workers = trio.CapacityLimiter(3)
         # Counted as the loop sees role changes (status and metrics).
         self.elections = 0  # times this agent stood for election in a new term
         self.elections_won = 0
@@ -388,7 +391,8 @@ class TimelineNode:
                 if self.driver.control_changes(rd):
                     # Off the event loop (it may wait for the commit LSN's writer too);
                     # nothing of RD is sent before it is written.
-                    await trio.to_thread.run_sync(self.driver.persist_control, rd)
+                    await trio.to_thread.run_sync(self.driver.persist_control, rd,
+                                                   limiter=self._workers)
                 if rd.truncate_to is not None:
                     # The files must be at rest to cut them; no await between this and
                     # apply, or the syncer could start another round.
@@ -511,7 +515,8 @@ class TimelineNode:
             if start is None:
                 continue
             try:
-                entries = await trio.to_thread.run_sync(storage.read_ahead, start, committed)
+                entries = await trio.to_thread.run_sync(storage.read_ahead, start, committed,
+                                                        limiter=self._workers)
             except Exception as exc:  # a read-ahead is only ever an optimisation
                 # Not read ahead; the core's own read meets the same record and says so.
                 log.warning("%s: read-ahead at LSN %d failed: %s", self.node_id, start, exc)
@@ -527,7 +532,7 @@ class TimelineNode:
             commit = self.driver.durable_commit()
             try:
                 await trio.to_thread.run_sync(
-                    partial(self.store.update_control, commit_lsn=commit))
+                    partial(self.store.update_control, commit_lsn=commit), limiter=self._workers)
             except walstore.DiskFullError as exc:
                 self._disk_full(exc)  # retried at the next interval
             else:
