@@ -174,6 +174,11 @@ class Node:
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         self.leader_match_lsn = 0  # end of our log known to match the current leader's
+        # The current leader's log end in its first message to us (it held everything
+        # committed then), and whether our commit LSN has reached it since: knows_commit.
+        # Both reset when the leader changes, and so after a restart.
+        self._leader_first_end: int | None = None
+        self._caught_up_with_leader = False
         self.progress: dict[str, Progress] = {}
         self.votes: dict[str, bool] = {}
         self.election_elapsed = 0
@@ -458,6 +463,7 @@ class Node:
             self.leader_match_lsn = 0
         if leader != self.leader:
             self.leader_match_lsn = 0
+            self._leader_first_end, self._caught_up_with_leader = None, False
         self.role = Role.FOLLOWER
         self.leader = leader
         self.progress = {}
@@ -672,6 +678,8 @@ class Node:
         )
 
     def _reached_by_leader(self, term: int, rebuild_to: int) -> None:
+        if self._leader_first_end is None:
+            self._leader_first_end = rebuild_to
         # The first word of each newer leader sets the target: its log end then holds all
         # that was committed; later words only say the log grew, and are not waited for.
         if self.rebuilding and term > self._rebuild_term:
@@ -695,6 +703,20 @@ class Node:
         if lsn > self.commit_lsn:
             self.commit_lsn = lsn
             self._drop_committed_configs()
+        if self._leader_first_end is not None and self.commit_lsn >= self._leader_first_end:
+            self._caught_up_with_leader = True
+
+    @property
+    def knows_commit(self) -> bool:
+        """What is committed here is the group's newest as far as we can know: we lead and
+        have committed our term's first entry, or we follow a leader and our commit LSN has
+        reached its log end as of its first message to us. False after a restart (and a
+        change of leader) until then: the newest committed entries here may long have been
+        superseded."""
+        if self.role is Role.LEADER:
+            return self.commit_lsn >= self.term_start_lsn
+        return (self.role is Role.FOLLOWER and self.leader is not None
+                and self._caught_up_with_leader)
 
     # ---- replication: leader side -------------------------------------------------------
 

@@ -397,8 +397,10 @@ class FailoverController:
         primary = record.primary if record is not None else None
         committed = self.timeline.committed_gtid() if self.servers else ""
         return {
+            # Only once caught up: the records of an agent that has just started may long
+            # have been superseded (it would name a replaced server).
             "primary": record.as_status() if record is not None and record.for_clients
-            else None,
+            and self.timeline.record_is_current() else None,
             "promoting": record.as_status() if record is not None and not record.ready
             else None,
             "servers": [_server_status(state, primary, committed, self.errant.get(state.node))

@@ -144,12 +144,44 @@ def lag(state: ServerState, committed: str) -> int | None:
                for domain, gtid in quorum.items())
 
 
-def errant_gtids(position: str, holds: Callable[[str], bool]) -> str:
+MAX_NAMED = 20  # errant GTIDs named (the newest); more are counted
+MAX_WALK = 1000  # earlier sequence numbers looked at below one errant GTID
+
+
+def errant_gtids(position: str, holds: Callable[[str], bool], *, earlier: bool = False
+                 ) -> str:
     """The GTIDs of POSITION (a server's gtid_binlog_pos) that HOLDS says are not in the
     history — by GTID, server id included (a stray write reuses a low sequence number) — as
-    text; '' when none."""
+    text; '' when none.
+
+    EARLIER, with POSITION a server's @@gtid_binlog_state (the newest GTID of each domain
+    and server id): the newest errant GTID is not all — an old primary cut off with two
+    commit groups waiting holds two — so below each, the same server id's earlier sequence
+    numbers are named too, down to the first one the history holds, and never at or below
+    a GTID of the state, in that domain, that the history holds (what the server has there
+    came from others)."""
     try:
-        mine = walstore.parse_position(position)
+        newest = [walstore.Gtid.parse(item) for item in position.split(",") if item.strip()]
+        if not earlier:
+            newest = sorted(walstore.parse_position(position).values())
     except walstore.GtidError as exc:
         return f"an unreadable GTID position ({exc})"
-    return ", ".join(str(gtid) for _, gtid in sorted(mine.items()) if not holds(str(gtid)))
+    floor: dict[int, int] = {}
+    for gtid in newest:
+        if holds(str(gtid)):
+            floor[gtid.domain] = max(floor.get(gtid.domain, 0), gtid.seq_no)
+    named: list[str] = []
+    for gtid in sorted(newest):
+        if holds(str(gtid)):
+            continue
+        run = [str(gtid)]
+        lowest = (max(floor.get(gtid.domain, 0), gtid.seq_no - MAX_WALK) if earlier
+                  else gtid.seq_no - 1)
+        for seq_no in range(gtid.seq_no - 1, lowest, -1):
+            text = str(walstore.Gtid(gtid.domain, gtid.server_id, seq_no))
+            if holds(text):
+                break
+            run.append(text)
+        named += reversed(run)
+    shown = ", ".join(named[-MAX_NAMED:])
+    return (f"{len(named) - MAX_NAMED} more before " if len(named) > MAX_NAMED else "") + shown

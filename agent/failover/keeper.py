@@ -91,6 +91,13 @@ class ServerKeeper:
     async def _keep(self, record: GroupRecord) -> None:
         mariadb, listen = self.config.mariadb, self.config.listen_mysql
         assert listen is not None
+        if not self.timeline.record_is_current():
+            # This agent has just started (or its leader changed) and has not caught up: the
+            # newest GROUP record on its disk may have been superseded long ago — acting on
+            # it made a replaced primary writable again after a whole-host restart.
+            self._set_waiting("this agent has not caught up with its leader yet: the newest "
+                              "record here may be stale")
+            return
         if (record.primary.host, record.primary.port) == (mariadb.host, mariadb.port):
             if record.primary.node == self.config.node_id:
                 await self._keep_primary(record)
@@ -177,6 +184,12 @@ class ServerKeeper:
                     return "fenced"
                 if not int(row["ro"]):
                     return "primary"
+                if record.ready:
+                    # Named ready yet read-only: it restarted. The controller records that
+                    # (reason restarted, not ready) and only that record promotes it again;
+                    # until then it is only fed. (A ready record read by an agent that is
+                    # behind may name a server replaced long ago.)
+                    return "catching up"
                 held = walstore.parse_position(row["bin"] or row["slave"] or "")
                 needed = walstore.parse_position(committed or record.committed_gtid)
                 if not walstore.covers(held, needed):
@@ -212,6 +225,7 @@ class ServerKeeper:
             with conn.cursor(pymysql.cursors.DictCursor) as cursor:
                 cursor.execute("SET SESSION lock_wait_timeout = %s", (SQL_TIMEOUT,))
                 cursor.execute("SELECT @@read_only AS ro, @@gtid_binlog_pos AS bin, "
+                               "@@gtid_binlog_state AS state, "
                                "@@gtid_slave_pos AS slave, @@server_id AS id, "
                                "@@rpl_semi_sync_master_enabled AS semi")
                 row = cursor.fetchone()
@@ -219,7 +233,8 @@ class ServerKeeper:
                 # Anything in its binlog the committed history lacks was written around the
                 # agents (a privileged client, a KILLed ACK wait): named, never replicated over
                 # or reset. Everything it applied from this agent is committed.
-                errant = errant_gtids(row["bin"] or "", lambda g: known(g) is not False)
+                errant = errant_gtids(row["state"] or "", lambda g: known(g) is not False,
+                                      earlier=True)
                 if errant:
                     raise KeeperRefused(
                         f"it holds {errant}, which the quorum never committed (the primary "

@@ -68,6 +68,13 @@ class TimelineHandle:
 
     # ---- the group's decisions (agent/failover) ----------------------------------------
 
+    def record_is_current(self) -> bool:
+        """group_record() is the group's newest decision as far as this agent can know (its
+        commit LSN has caught up with its leader's since that leader was elected or this
+        agent started). False meanwhile: an agent that has just restarted holds the records
+        it had, and the newest of them may have been superseded long ago."""
+        return self._node.core.knows_commit
+
     def group_record(self) -> GroupRecord | None:
         """The newest committed GROUP record: who the primary is, or None before the first
         decision. (A record that does not decode is refused before it is stored.)"""

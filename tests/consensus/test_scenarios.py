@@ -457,3 +457,22 @@ def test_a_restart_keeps_what_an_uncommitted_change_replaced() -> None:
                      leader.membership, random.Random(5), net.storages["a"].last_lsn())
     assert "a" not in restarted.membership.voters and restarted._promotable()
     assert restarted._config_log == [(end, Membership(1, frozenset("abcd")))]
+
+
+def test_knows_commit_only_once_caught_up_with_a_current_leader() -> None:
+    """What an agent has committed is the group's newest only once it has caught up with a
+    leader of its term (agent/failover acts on it: a stale decision must not be acted on)."""
+    net = Net(["a", "b", "c"])
+    assert not any(net.nodes[i].knows_commit for i in "abc")  # no leader yet
+    net.elect("a")
+    assert all(net.nodes[i].knows_commit for i in "abc")
+    net.isolate("c")
+    net.nodes["a"].propose(b"decision-2")
+    net.stabilize()
+    assert net.nodes["c"].knows_commit  # it does not know it missed anything yet...
+    net.tick(25)  # ...until leaderless: a pre-candidate knows nothing current
+    assert not net.nodes["c"].knows_commit
+    net.heal()
+    net.tick(5)
+    assert net.nodes["c"].role is Role.FOLLOWER and net.nodes["c"].knows_commit
+    assert net.payloads("c") == [b"decision-2"]

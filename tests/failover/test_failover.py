@@ -6,99 +6,19 @@ replica, fed by its agent, ends equal."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 import trio
 
-from agent.harness.local_mariadb import LocalMariaDB
-from tests.mariadb.test_semisync import enable_semi_sync
 from tests.replicas.test_stock_replica import checksum
-from tests.support.cluster import Cluster, wait_until
+from tests.support.cluster import wait_until
+from tests.support.group import Writer, group_of_three, ids, primary_of, start_group
 
 pytestmark = pytest.mark.mariadb
-
-REPLICA_ARGS = ["--read-only=ON"]
-
-
-def primary_of(cluster: Cluster) -> tuple[str, int] | None:
-    for agent in cluster.agents.values():
-        if not agent.alive:
-            continue
-        shown = subprocess.run([sys.executable, "-m", "agent", "primary", "--url", agent.url],
-                               capture_output=True, text=True, timeout=30)
-        if shown.returncode == 0:
-            host, _, port = shown.stdout.strip().rpartition(":")
-            return host, int(port)
-    return None
-
-
-class Writer:
-    """Unique ids, one per transaction; every commit that returned is recorded."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.acked: list[int] = []
-        self.stop = threading.Event()
-        self.errors = 0
-        self.first_ack_after: dict[float, float] = {}
-
-    def run(self) -> None:
-        next_id = 0
-        conn: pymysql.Connection | None = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    where = primary_of(self.cluster)
-                    if where is None:
-                        time.sleep(0.05)
-                        continue
-                    conn = pymysql.connect(host=where[0], port=where[1], user="root",
-                                           autocommit=True, connect_timeout=2,
-                                           read_timeout=10, write_timeout=10)
-                next_id += 1
-                with conn.cursor() as cursor:
-                    cursor.execute("INSERT INTO w.t VALUES (%s)", (next_id,))
-                self.acked.append(next_id)
-            except pymysql.err.MySQLError:
-                self.errors += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.05)
-        if conn is not None:
-            conn.close()
-
-
-async def start_group(primary: LocalMariaDB, cluster: Cluster) -> None:
-    """The table the writer fills (before semi-sync: no agent acknowledges yet), then the
-    agents, until they have recorded PRIMARY."""
-    primary.query("CREATE DATABASE w")
-    primary.query("CREATE TABLE w.t (id BIGINT PRIMARY KEY) ENGINE=InnoDB")
-    enable_semi_sync(primary)
-    cluster.start()
-    await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", primary.port), 30,
-                     "the primary to be recorded", cluster.logs)
-
-
-def group_of_three(tmp_path: Path) -> tuple[dict[str, LocalMariaDB], Cluster]:
-    """A writable server beside a1, read-only ones beside a2 and a3, each agent serving."""
-    servers = {"a1": LocalMariaDB(tmp_path / "s1", server_id=1).start(),
-               "a2": LocalMariaDB(tmp_path / "s2", server_id=2, extra_args=REPLICA_ARGS).start(),
-               "a3": LocalMariaDB(tmp_path / "s3", server_id=3, extra_args=REPLICA_ARGS).start()}
-    cluster = Cluster(tmp_path / "agents", 3, use_proxies=False, serve_replicas=True,
-                      mariadb_port={n: db.port for n, db in servers.items()})
-    return servers, cluster
-
-
-def ids(db: LocalMariaDB) -> list[int]:
-    return [int(row[0]) for row in db.query("SELECT id FROM w.t ORDER BY id")]
 
 
 async def test_kill_the_primary_under_a_writer(tmp_path: Path) -> None:

@@ -133,3 +133,16 @@ def test_errant_gtids_are_named_exactly() -> None:
     # A stray write reuses a low sequence number under its own server id: by GTID, not seq.
     assert errant_gtids("0-3-5,1-1-1", history.__contains__) == "0-3-5, 1-1-1"
     assert "unreadable" in errant_gtids("garbage", history.__contains__)
+
+
+def test_errant_gtids_below_the_newest_are_named_from_the_binlog_state() -> None:
+    history = {f"0-1-{n}" for n in range(1, 206)} | {"0-2-206", "0-2-207", "1-5-3"}
+    # An old primary cut off with two commit groups waiting: both named, not only the newest.
+    assert errant_gtids("0-1-207", history.__contains__, earlier=True) == "0-1-206, 0-1-207"
+    assert errant_gtids("0-1-207", history.__contains__) == "0-1-207"
+    # Never below what the server holds from others in that domain.
+    assert errant_gtids("0-2-207,0-3-209", history.__contains__, earlier=True) == (
+        "0-3-208, 0-3-209")
+    assert errant_gtids("0-2-207,1-5-3", history.__contains__, earlier=True) == ""
+    many = errant_gtids("0-1-230", history.__contains__, earlier=True)
+    assert many.startswith("5 more before 0-1-211, ") and many.endswith("0-1-230")

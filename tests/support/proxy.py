@@ -16,6 +16,7 @@ class FaultProxy:
         self.target_port = target_port
         self.listen_port = listen_port or free_port()
         self.blocked = False
+        self.forwarded = 0  # connections let through (a count of who has been talking)
         self._conn_scopes: set[trio.CancelScope] = set()
 
     def block(self) -> None:
@@ -39,6 +40,7 @@ class FaultProxy:
                 upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
             except OSError:
                 return
+            self.forwarded += 1
             async with upstream:
                 with trio.CancelScope() as scope:
                     self._conn_scopes.add(scope)
