@@ -168,8 +168,10 @@ class FailoverController:
             if self.waiting is not None and self.waiting.startswith("primary lost"):
                 self.waiting = None
             return
-        await self._fail_over(record, states, f"{address[0]}:{address[1]} silent for "
-                              f"{silent:.1f}s (stream and SQL)", silent)
+        # (the reason in status and the log names no duration: it is said once, not again
+        # every 0.1 s while it lasts)
+        await self._fail_over(record, states, f"{address[0]}:{address[1]} silent (stream and "
+                              "SQL)", silent)
 
     def _candidates(self, states: list[ServerState]) -> list[ServerState]:
         return [s for s in states if s.node not in self.errant]

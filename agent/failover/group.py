@@ -34,6 +34,10 @@ class ServerState:
     gtid_binlog_pos: str = ""  # what it has written to its binlog
     gtid_slave_pos: str = ""  # what it has applied as a replica
     options: Mapping[str, str] = field(default_factory=dict)  # REQUIRED_OPTIONS' variables
+    rpl_status: str = ""  # Rpl_status: AUTH_MASTER unless started --init-rpl-role=SLAVE
+    # How read_only got its value (SYSTEM_VARIABLES.GLOBAL_VALUE_ORIGIN): COMPILE-TIME means
+    # it was never set, so the server starts writable; SQL means set since start (unknown).
+    read_only_origin: str = ""
 
     @property
     def address(self) -> str:
@@ -55,6 +59,17 @@ def config_problems(state: ServerState) -> list[str]:
                 if state.options.get(name, "").upper() != needed]
     if state.reachable and state.server_id == 0:
         problems.append(f"{state.node}'s server {state.address}: set a server_id")
+    # Start options, so that a server that crashes comes back fenced with its
+    # unacknowledged tail cut (MARIADB.md); '' when not probed (never guessed).
+    # (AUTH_MASTER is the default; with the option it is IDLE_SLAVE, ACTIVE_SLAVE while a
+    # replica thread runs, seen on 10.11)
+    if state.rpl_status == "AUTH_MASTER":
+        problems.append(f"{state.node}'s server {state.address}: start it with "
+                        f"--init-rpl-role=SLAVE (Rpl_status is {state.rpl_status})")
+    if state.read_only_origin == "COMPILE-TIME" or (
+            state.read_only_origin in ("CONFIG", "COMMAND-LINE") and not state.read_only):
+        problems.append(f"{state.node}'s server {state.address}: start it with "
+                        "--read-only=ON (it starts writable)")
     return problems
 
 
@@ -110,11 +125,21 @@ def choose_candidate(states: Sequence[ServerState], failed: tuple[str, int],
                      preferred: str | None = None) -> Choice:
     """The replica to promote when the primary at FAILED (host, port) is lost: reachable,
     read-only, well-configured, most advanced."""
-    candidates = [s for s in _distinct(states)
-                  if (s.host, s.port) != failed and s.reachable and s.read_only
-                  and not config_problems(s)]
+    candidates, passed_over = [], []
+    for s in _distinct(states):
+        if (s.host, s.port) == failed:
+            continue
+        problems = config_problems(s) if s.reachable and s.read_only else []
+        if not s.reachable or not s.read_only:
+            passed_over.append(f"{s.node}'s server {s.address}: "
+                               + ("down" if not s.reachable else "writable"))
+        elif problems:
+            passed_over += problems  # each names the server and the option to set
+        else:
+            candidates.append(s)
     if not candidates:
-        return Choice(None, "no live, well-configured replica to promote")
+        return Choice(None, "no live, well-configured replica to promote"
+                      + (f" ({'; '.join(passed_over)})" if passed_over else ""))
     best = _advanced(candidates, preferred)[0]
     return Choice(best, f"the most advanced live replica, {best.address}")
 

@@ -13,6 +13,12 @@ from agent.failover.group import REQUIRED_OPTIONS, ServerState
 PROBE_TIMEOUT = 1.0  # seconds, for connecting and for the answer
 
 _QUERY = ("SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, "
+          # --init-rpl-role=SLAVE is a start option, seen only as Rpl_status IDLE_SLAVE; how
+          # read_only got its value tells whether the server starts read-only
+          "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+          "WHERE VARIABLE_NAME = 'RPL_STATUS'), "
+          "(SELECT GLOBAL_VALUE_ORIGIN FROM information_schema.SYSTEM_VARIABLES "
+          "WHERE VARIABLE_NAME = 'READ_ONLY'), "
           + ", ".join(f"@@{name}" for name in REQUIRED_OPTIONS))
 
 
@@ -33,11 +39,12 @@ def probe(node: str, host: str, port: int, user: str, password: str,
     finally:
         conn.close()
     assert row is not None
-    server_id, read_only, binlog_pos, slave_pos, *options = row
+    server_id, read_only, binlog_pos, slave_pos, rpl_status, origin, *options = row
     return ServerState(
         node, host, port, reachable=True, server_id=int(server_id),
         read_only=bool(int(read_only)), gtid_binlog_pos=str(binlog_pos or ""),
-        gtid_slave_pos=str(slave_pos or ""),
+        gtid_slave_pos=str(slave_pos or ""), rpl_status=_flag(rpl_status or ""),
+        read_only_origin=_flag(origin or ""),
         options={name: _flag(value) for name, value in zip(REQUIRED_OPTIONS, options,
                                                             strict=True)})
 

@@ -2,10 +2,10 @@
 it running as its own OS process, for `binkeeper demo` and the failover benchmark.
 
 The servers run with the options DESIGN.md gives every server of a group (log_bin,
-log_slave_updates, ROW, CRC32, gtid_strict_mode, their own server_id). Server 1 starts
-writable, so the agents adopt it as the primary; the others start `--read-only=ON` and
-their agents make them replicas. Every restart is a rejoin: `--init-rpl-role=SLAVE
---read-only=ON`, so a crashed primary comes back fenced with its unacknowledged tail cut.
+log_slave_updates, ROW, CRC32, gtid_strict_mode, their own server_id, `--init-rpl-role=SLAVE
+--read-only=ON`): none starts writable; the agents make the most advanced one (server 1,
+which gets the schema first) the primary and the others replicas. Every restart is the
+same start, so a crashed primary comes back fenced with its unacknowledged tail cut.
 The schema and an application user without READ_ONLY ADMIN (read_only stops its writes,
 unlike root's: MARIADB.md) are created on server 1 before semi-sync is switched on — a
 commit would wait for an ACK no agent gives yet — so they replicate to every server.
@@ -83,7 +83,7 @@ class FailoverGroup:
         peer_ports = {node: free_port() for node in ids}
         for index, node in enumerate(ids):
             server = LocalMariaDB(root / f"server{index + 1}", server_id=index + 1,
-                                  extra_args=[] if index == 0 else ["--read-only=ON"])
+                                  extra_args=list(REJOIN_ARGS))
             agent = AgentProcess(
                 node_id=node, root=root / "agents", peer_port=peer_ports[node],
                 http_port=free_port(), mysql_port=free_port(), server_port=0,

@@ -146,3 +146,20 @@ def test_errant_gtids_below_the_newest_are_named_from_the_binlog_state() -> None
     assert errant_gtids("0-2-207,1-5-3", history.__contains__, earlier=True) == ""
     many = errant_gtids("0-1-230", history.__contains__, earlier=True)
     assert many.startswith("5 more before 0-1-211, ") and many.endswith("0-1-230")
+
+
+def test_start_options_are_named_and_keep_a_server_from_being_chosen() -> None:
+    fenced = server("a2", 2)
+    fenced = dataclasses.replace(fenced, rpl_status="ACTIVE_SLAVE",
+                                 read_only_origin="COMMAND-LINE")
+    assert config_problems(fenced) == []
+    plain = dataclasses.replace(fenced, node="a3", port=3, rpl_status="AUTH_MASTER",
+                                read_only_origin="COMPILE-TIME")
+    problems = config_problems(plain)
+    assert any("--init-rpl-role=SLAVE" in p for p in problems)
+    assert any("--read-only=ON" in p for p in problems)
+    set_at_runtime = dataclasses.replace(fenced, read_only_origin="SQL")  # unknown: not guessed
+    assert config_problems(set_at_runtime) == []
+    choice = choose_candidate([plain], ("127.0.0.1", 1))
+    assert choice.server is None and "--init-rpl-role=SLAVE" in choice.reason
+    assert choose_candidate([plain, fenced], ("127.0.0.1", 1)).server == fenced

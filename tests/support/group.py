@@ -26,7 +26,6 @@ from agent.mariadb.binaries import find_binary
 from tests.mariadb.test_semisync import enable_semi_sync
 from tests.support.cluster import Cluster, wait_until
 
-REPLICA_ARGS = ["--read-only=ON"]
 FENCED_ARGS = ["--init-rpl-role=SLAVE", "--read-only=ON"]
 APP_USER, APP_PASSWORD = "app", "app-pw"  # INSERT, SELECT on w.*: no READ_ONLY ADMIN
 SEMI_SYNC_WAIT = "Waiting for semi-sync ACK from slave"
@@ -175,10 +174,12 @@ async def start_group(primary: LocalMariaDB, cluster: Cluster, app_user: bool = 
 
 
 def three_servers(tmp_path: Path) -> dict[str, LocalMariaDB]:
-    """A writable server for a1, read-only ones for a2 and a3."""
-    return {"a1": LocalMariaDB(tmp_path / "s1", server_id=1).start(),
-            "a2": LocalMariaDB(tmp_path / "s2", server_id=2, extra_args=REPLICA_ARGS).start(),
-            "a3": LocalMariaDB(tmp_path / "s3", server_id=3, extra_args=REPLICA_ARGS).start()}
+    """Three servers started as every server of a group is (DESIGN.md): read-only, fenced
+    on restart. The agents make the most advanced one (a1's, which gets the schema first)
+    the primary."""
+    return {node: LocalMariaDB(tmp_path / f"s{n}", server_id=n,
+                               extra_args=list(FENCED_ARGS)).start()
+            for n, node in enumerate(("a1", "a2", "a3"), start=1)}
 
 
 def agents_beside(servers: dict[str, LocalMariaDB], tmp_path: Path,
@@ -191,7 +192,7 @@ def agents_beside(servers: dict[str, LocalMariaDB], tmp_path: Path,
 
 
 def group_of_three(tmp_path: Path) -> tuple[dict[str, LocalMariaDB], Cluster]:
-    """A writable server beside a1, read-only ones beside a2 and a3, each agent serving."""
+    """Three servers (three_servers) and an agent beside each, each serving replicas."""
     servers = three_servers(tmp_path)
     return servers, agents_beside(servers, tmp_path)
 
