@@ -188,7 +188,9 @@ class Agent:
 
     def _recorded_primary(self) -> tuple[str, int] | None:
         """Where the recorded primary is: the server the leader tails (docs/failover.md)."""
-        record = self.timeline.group_record() if self.timeline is not None else None
+        if self.timeline is None or not self.timeline.record_is_current():
+            return None  # a new leader's newest record may be superseded: wait until current
+        record = self.timeline.group_record()
         # Only a ready one: a server still being promoted or caught up may hold a different
         # transaction under a GTID the log has, and the source trusts GTIDs it has stored.
         if record is None or not record.ready:

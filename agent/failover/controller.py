@@ -41,6 +41,7 @@ log = logging.getLogger("binkeeper.failover")
 INTERVAL = 0.5  # seconds between the leader's looks at the group
 HANDOVER_TIMEOUT = 10.0  # seconds for a switchover's old primary to be read-only and drained
 READY_TIMEOUT = 30.0  # seconds for a switchover's new primary to be writable
+PROMOTE_STALL = 10.0  # seconds a server being promoted may show no progress (at least)
 
 
 class FailoverController:
@@ -56,6 +57,9 @@ class FailoverController:
         self._watching: tuple[str, int] | None = None
         self._lost_at = 0.0
         self._primary_answered = True  # the recorded primary answered the last probe
+        # (epoch, (binlog position, read_only), since): the server being promoted, as last
+        # seen changing
+        self._promoting: tuple[int, tuple[str, bool] | None, float] | None = None
         self.failovers: list[dict[str, Any]] = []  # what each failover did, with timings
         self.servers: list[ServerState] = []  # the newest probe of each known server
         self.problems: list[str] = []  # what is misconfigured, each naming the option
@@ -80,6 +84,12 @@ class FailoverController:
             quiet = record is None or (record.ready and self._primary_answered)
             await trio.sleep(INTERVAL if quiet else INTERVAL / 5)
             if self.timeline.role != "leader" or not self.config.mariadb.enabled:
+                self._watching = None  # leading again later: the silence counts afresh
+                continue
+            if not self.timeline.record_is_current():
+                # A new leader's commit LSN lags until its term's first entry commits: the
+                # newest record here may be superseded, and deciding on it could undo a
+                # decision the group already took.
                 continue
             states = await self.probe_all()
             record = self.timeline.group_record()
@@ -95,6 +105,8 @@ class FailoverController:
                 continue
             if not record.ready:
                 if await self._promoting_errant(record, states):
+                    continue
+                if await self._promotion_stalled(record, states):
                     continue
                 await self._mark_ready(record, states)
             else:
@@ -126,7 +138,11 @@ class FailoverController:
             return (record is not None and (state.host, state.port) == recorded
                     and (record.ready or not state.read_only))
 
-        self.errant = {s.node: errant for s in self.servers
+        # During the adoption the log holds none of the group's history yet (the source
+        # reads the adopted primary's binlog once it is ready): nothing can be judged.
+        adopting = record is None or (record.reason == "adopted" and not record.ready)
+        self.errant = {} if adopting else {
+                       s.node: errant for s in self.servers
                        if s.reachable and not in_flight(s)
                        and (errant := errant_gtids(s.gtid_binlog_pos, self.timeline.log_holds))}
         problems = [p for state in self.servers if state.reachable
@@ -144,7 +160,9 @@ class FailoverController:
             epoch=1,
             primary=PrimaryServer(chosen.node, chosen.host, chosen.port, chosen.server_id),
             reason="adopted", committed_gtid=self.timeline.committed_gtid(),
-            term=self.timeline.term, ready=not chosen.read_only)
+            # ready for clients only once writable with semi-sync that never falls back:
+            # before, a commit answered OK might be held by no agent (its keeper sets it)
+            term=self.timeline.term, ready=not chosen.read_only and chosen.semi_sync)
         if not await self._record(record, f"the adoption of {chosen.address}"):
             return
         self.waiting = None
@@ -219,12 +237,32 @@ class FailoverController:
                               f"holds {errant}, which the quorum never committed")
         return True
 
+    async def _promotion_stalled(self, record: GroupRecord, states: list[ServerState]) -> bool:
+        """The server being promoted makes no progress — its agent is down, its keeper
+        refuses it, its replication stopped — for PROMOTE_STALL: another is chosen rather
+        than leaving the group without a primary. A replica catching up is progress."""
+        address = (record.primary.host, record.primary.port)
+        state = next((s for s in states if (s.host, s.port) == address), None)
+        position = (state.gtid_binlog_pos, state.read_only) if state is not None else None
+        now = time.monotonic()
+        if self._promoting is None or self._promoting[:2] != (record.epoch, position):
+            self._promoting = (record.epoch, position, now)
+            return False
+        stalled = now - self._promoting[2]
+        limit = max(PROMOTE_STALL, 2 * self.config.failover.primary_timeout_ms / 1000)
+        if stalled < limit or not self.config.failover.enabled:
+            return False
+        await self._fail_over(record, states, f"{record.primary.node}'s server "
+                              f"{record.primary.host}:{record.primary.port}, being promoted, "
+                              f"made no progress for {limit:.0f}s")
+        return True
+
     async def _mark_ready(self, record: GroupRecord, states: list[ServerState]) -> None:
         """The keeper beside the chosen server promotes it; once it is writable, a second
         record of the same epoch tells every agent (and `binkeeper primary`) it is ready."""
         address = (record.primary.host, record.primary.port)
         chosen = next((s for s in states if (s.host, s.port) == address), None)
-        if chosen is None or not chosen.reachable or chosen.read_only:
+        if chosen is None or not chosen.reachable or chosen.read_only or not chosen.semi_sync:
             return
         ready = dataclasses.replace(record, ready=True, term=self.timeline.term)
         if not await self._record(ready):

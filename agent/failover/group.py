@@ -38,6 +38,7 @@ class ServerState:
     # How read_only got its value (SYSTEM_VARIABLES.GLOBAL_VALUE_ORIGIN): COMPILE-TIME means
     # it was never set, so the server starts writable; SQL means set since start (unknown).
     read_only_origin: str = ""
+    semi_sync: bool = False  # commits wait for an ACK, never falling back to asynchronous
 
     @property
     def address(self) -> str:

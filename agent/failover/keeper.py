@@ -33,15 +33,18 @@ SQL_TIMEOUT = 5  # seconds; read_only=ON may queue behind a commit waiting for i
 
 # MARIADB.md: a replica started --read-only=ON --init-rpl-role=SLAVE becomes the primary at
 # runtime with these; its commits then wait for the agents' ACK and never fall back.
-PROMOTE = (
-    "STOP SLAVE",
-    "RESET SLAVE ALL",
+SEMI_SYNC = (
     "SET GLOBAL rpl_semi_sync_master_wait_point = 'AFTER_SYNC'",
     "SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON",
     "SET GLOBAL rpl_semi_sync_master_timeout = 4294967295",
     "SET GLOBAL rpl_semi_sync_master_enabled = ON",
-    "SET GLOBAL read_only = OFF",
 )
+PROMOTE = ("STOP SLAVE", "RESET SLAVE ALL", *SEMI_SYNC, "SET GLOBAL read_only = OFF")
+SEMI_SYNC_ON = ("SELECT @@rpl_semi_sync_master_enabled = 1 "
+                "AND @@rpl_semi_sync_master_wait_no_slave = 1 "
+                "AND @@rpl_semi_sync_master_timeout = 4294967295 "
+                "AND @@rpl_semi_sync_master_wait_point = 'AFTER_SYNC' AS ok")
+ER_LOCK_WAIT_TIMEOUT = 1205
 
 
 class KeeperRefused(Exception):
@@ -126,7 +129,7 @@ class ServerKeeper:
         try:
             state = await trio.to_thread.run_sync(
                 self.keep_primary, record, self.timeline.committed_gtid(),
-                limiter=self._limiter)
+                self.timeline.gtid_known, limiter=self._limiter)
             if state == "catching up" and self.config.listen_mysql is not None:
                 # Not fed by anyone yet (e.g. the primary itself restarted, its tail cut,
                 # and no replica to fail over to): it catches up from this agent first.
@@ -154,7 +157,18 @@ class ServerKeeper:
         self.status.role = "primary" if state != "catching up" else "catching up"
         self.status.error = None
 
-    def keep_primary(self, record: GroupRecord, committed: str) -> str:
+    @staticmethod
+    def _refuse_errant(cursor: Any, known: Callable[[str], bool | None],
+                       record: GroupRecord) -> None:
+        cursor.execute("SELECT @@gtid_binlog_state AS state")
+        state = (cursor.fetchone() or {}).get("state") or ""
+        errant = errant_gtids(state, lambda g: known(g) is not False, earlier=True)
+        if errant:
+            raise KeeperRefused(f"it holds {errant}, which the quorum never committed; not "
+                                f"promoting it (epoch {record.epoch}), not resetting it")
+
+    def keep_primary(self, record: GroupRecord, committed: str,
+                     known: Callable[[str], bool | None]) -> str:
         """Blocking: during a switchover (RECORD.handover_to), make it read-only: "fenced".
         Otherwise, once the server has applied everything committed (COMMITTED, the
         quorum's position now — not only the record's: a primary that restarted may have
@@ -183,6 +197,14 @@ class ServerKeeper:
                                 record.handover_to)
                     return "fenced"
                 if not int(row["ro"]):
+                    # (an adopted primary, writable already: never without the settings that
+                    # never fall back — turning them on answers no one OK)
+                    cursor.execute(SEMI_SYNC_ON)
+                    if not int((cursor.fetchone() or {}).get("ok") or 0):
+                        for statement in SEMI_SYNC:
+                            cursor.execute(statement)
+                        log.warning("the primary beside this agent had no semi-sync settings "
+                                    "that never fall back: set them")
                     return "primary"
                 if record.ready:
                     # Named ready yet read-only: it restarted. The controller records that
@@ -194,8 +216,20 @@ class ServerKeeper:
                 needed = walstore.parse_position(committed or record.committed_gtid)
                 if not walstore.covers(held, needed):
                     return "catching up"  # from this agent, which serves committed history
-                for statement in PROMOTE:
+                # Positions compare sequence numbers only: a write around the agents (root
+                # bypasses read_only) would pass them, and the source would then take it into
+                # the log. Checked by exact GTID before, and again once commits would wait
+                # for an ACK (semi-sync on) but before anyone but root can write.
+                # (Not at the adoption: the adopted server's history is what the log will
+                # read from it.)
+                adopting = record.reason == "adopted"
+                if not adopting:
+                    self._refuse_errant(cursor, known, record)
+                for statement in PROMOTE[:-1]:
                     cursor.execute(statement)
+                if not adopting:
+                    self._refuse_errant(cursor, known, record)
+                cursor.execute(PROMOTE[-1])
                 return "promoted"
         finally:
             conn.close()
@@ -244,7 +278,18 @@ class ServerKeeper:
                     raise KeeperWaiting(f"it holds {unknown}, not yet committed in this "
                                         "agent's log; waiting for this agent to catch up")
                 if not int(row["ro"]):
-                    cursor.execute("SET GLOBAL read_only = ON")
+                    try:
+                        cursor.execute("SET GLOBAL read_only = ON")
+                    except pymysql.err.OperationalError as exc:
+                        if exc.args[0] != ER_LOCK_WAIT_TIMEOUT:
+                            raise
+                        # It queues behind a commit waiting for an ACK no agent will send
+                        # (committed by the quorum, its ACK lost to a partition): never
+                        # KILLed (that answers OK), cut by a restart (MARIADB.md).
+                        raise KeeperRefused(
+                            "read_only=ON waits behind a commit waiting for its ACK; restart "
+                            "the server (--init-rpl-role=SLAVE --read-only=ON cuts it) and it "
+                            "rejoins") from exc
                 if int(row["semi"]):
                     # A former primary: with semi-sync on, every transaction it applies as a
                     # replica (log_slave_updates) would wait for an ACK nobody sends. No

@@ -19,6 +19,9 @@ _QUERY = ("SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos,
           "WHERE VARIABLE_NAME = 'RPL_STATUS'), "
           "(SELECT GLOBAL_VALUE_ORIGIN FROM information_schema.SYSTEM_VARIABLES "
           "WHERE VARIABLE_NAME = 'READ_ONLY'), "
+          # commits wait for an ACK and never fall back (what a primary must run with)
+          "@@rpl_semi_sync_master_enabled = 1 AND @@rpl_semi_sync_master_wait_no_slave = 1 "
+          "AND @@rpl_semi_sync_master_timeout = 4294967295, "
           + ", ".join(f"@@{name}" for name in REQUIRED_OPTIONS))
 
 
@@ -39,12 +42,12 @@ def probe(node: str, host: str, port: int, user: str, password: str,
     finally:
         conn.close()
     assert row is not None
-    server_id, read_only, binlog_pos, slave_pos, rpl_status, origin, *options = row
+    server_id, read_only, binlog_pos, slave_pos, rpl_status, origin, semi_sync, *options = row
     return ServerState(
         node, host, port, reachable=True, server_id=int(server_id),
         read_only=bool(int(read_only)), gtid_binlog_pos=str(binlog_pos or ""),
         gtid_slave_pos=str(slave_pos or ""), rpl_status=_flag(rpl_status or ""),
-        read_only_origin=_flag(origin or ""),
+        read_only_origin=_flag(origin or ""), semi_sync=bool(int(semi_sync or 0)),
         options={name: _flag(value) for name, value in zip(REQUIRED_OPTIONS, options,
                                                             strict=True)})
 

@@ -102,15 +102,25 @@ class TimelineHandle:
         return end is not None and end <= node.commit_lsn
 
     def gtid_known(self, gtid: str) -> bool | None:
-        """For a server this agent feeds: True when GTID is committed history; None when it
-        is in this log but not committed here yet (this agent just restarted, or lags: its
-        commit LSN catches up from the leader); False when this log does not hold it — never
-        committed, unless this agent's log is behind the quorum's (a former primary's agent
-        cut off from it: refused until it catches up, then accepted). Safe from a worker
-        thread."""
+        """For a server this agent feeds: True when GTID is committed history; False when it
+        cannot be (this log went past its sequence number in its domain without it); None
+        when this agent cannot tell yet — it is in this log but not committed here (this
+        agent just restarted, or lags), or beyond this log's newest in its domain (this log
+        is behind, or has not yet read an adopted primary's older history). Safe from a
+        worker thread."""
         if self.committed_holds(gtid):
             return True
-        return None if self._node.store.gtid_end_lsn(gtid) is not None else False
+        store = self._node.store
+        if store.gtid_end_lsn(gtid) is not None:
+            return None
+        try:
+            parsed = walstore.Gtid.parse(gtid)
+            newest = store.last_gtids().get(parsed.domain)
+            if newest is None or walstore.Gtid.parse(newest).seq_no < parsed.seq_no:
+                return None
+        except walstore.GtidError:
+            pass  # unreadable: not history
+        return False
 
     def log_holds(self, gtid: str) -> bool:
         """GTID is in this agent's log, committed or not (a leader's log holds everything

@@ -28,6 +28,12 @@ async def test_an_errant_replica_is_named_and_never_promoted(tmp_path: Path) -> 
         errant.query("INSERT INTO w.t VALUES (1000)")  # root: read_only does not stop it
         stray = errant.variable("gtid_binlog_pos").split(",")[-1]
         assert stray.startswith("0-2-"), stray
+        # The primary commits on: its agents' history passes the stray's sequence number
+        # without it, so the stray can be nothing but errant.
+        primary.query("INSERT INTO w.t VALUES (4)")
+        await wait_until(lambda: clean.variable("gtid_slave_pos")
+                         == primary.variable("gtid_binlog_pos"), 30, "the clean replica",
+                         cluster.logs)
 
         def server_of(node: str) -> dict[str, Any]:
             leader = cluster.leader()
@@ -45,7 +51,7 @@ async def test_an_errant_replica_is_named_and_never_promoted(tmp_path: Path) -> 
         primary.kill()  # the errant replica is as advanced as any: it is still not chosen
         await wait_until(lambda: primary_of(cluster) == ("127.0.0.1", clean.port), 60,
                          "the failover to the clean replica", cluster.logs)
-        assert ids(clean) == [1, 2, 3]
+        assert ids(clean) == [1, 2, 3, 4]
         # Untouched: still read-only, its stray row and position kept for the operator.
         assert errant.variable("read_only") == "1"
         assert 1000 in ids(errant) and stray in errant.variable("gtid_binlog_pos")
