@@ -160,9 +160,10 @@ class FailoverController:
             epoch=1,
             primary=PrimaryServer(chosen.node, chosen.host, chosen.port, chosen.server_id),
             reason="adopted", committed_gtid=self.timeline.committed_gtid(),
-            # ready for clients only once writable with semi-sync that never falls back:
-            # before, a commit answered OK might be held by no agent (its keeper sets it)
-            term=self.timeline.term, ready=not chosen.read_only and chosen.semi_sync)
+            # A writable server was the primary before the agents came: it stays one (its
+            # keeper, if it has one, sets semi-sync that never falls back at once; the
+            # source names unsafe settings until then).
+            term=self.timeline.term, ready=not chosen.read_only)
         if not await self._record(record, f"the adoption of {chosen.address}"):
             return
         self.waiting = None
