@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     certs.set_defaults(handler=_lazy("agent.cli.certs:main"))
 
     restore = sub.add_parser(
-        "restore", help="committed history up to a GTID or a time, as binlog files")
+        "restore", help="committed history up to a GTID or a time, into a server (applied "
+                        "by its own replication from an agent) or as binlog files")
     restore.add_argument("--timeline", default=None, help="refuse an agent serving another")
     target = restore.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-gtid", default=None, help="stop after this GTID, e.g. 0-1-42")
@@ -105,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     destination.add_argument("--out", default=None, help="an empty directory for the files")
     destination.add_argument(
         "--target", default=None,
-        help="replay into this server: mysql://USER[:PASSWORD]@HOST[:PORT]")
+        help="apply to this server, which replicates from the agent until the restore point "
+             "(an empty server, or one an interrupted restore left: it resumes): "
+             "mysql://USER[:PASSWORD]@HOST[:PORT]")
     restore.add_argument("--config", default=None,
                          help="an agent's config: its listen_mysql and [replication] user")
     restore.add_argument("--from", dest="source", default=None,
@@ -115,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--ssl-ca", default=None,
                          help="TLS, verifying the agent against this CA (default with --config: "
                               "its [tls].ca_file)")
+    restore.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
+                         help="with --target: give up when the target applies nothing for "
+                              "this long (default 600)")
     restore.set_defaults(handler=_lazy("agent.cli.restore:main"))
 
     demo = sub.add_parser("demo", help="run the end-to-end demo on this machine")
