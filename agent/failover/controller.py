@@ -104,9 +104,7 @@ class FailoverController:
                 await self._abort_handover(record, "the leader that began it is gone")
                 continue
             if not record.ready:
-                if await self._promoting_errant(record, states):
-                    continue
-                if await self._promotion_stalled(record, states):
+                if await self._abandon_promotion(record, states):
                     continue
                 await self._mark_ready(record, states)
             else:
@@ -177,7 +175,7 @@ class FailoverController:
         now = time.monotonic()
         if address != self._watching:  # a new primary (or a new leader): a fresh start
             self._watching, self._probe_ok_at = address, now
-        primary = next((s for s in states if (s.host, s.port) == address), None)
+        primary = _state_at(states, record.primary)
         self._primary_answered = primary is not None and primary.reachable
         if self._primary_answered:
             self._probe_ok_at = now
@@ -227,42 +225,33 @@ class FailoverController:
                  "once it has applied %s", chosen.node, chosen.address, new.epoch,
                  new.committed_gtid or "nothing")
 
-    async def _promoting_errant(self, record: GroupRecord, states: list[ServerState]) -> bool:
-        """The server being promoted holds a transaction the log never had (a privileged
-        write to it after a restart, say): its keeper refuses it, so another is chosen."""
-        errant = self.errant.get(record.primary.node)
-        if errant is None or not self.config.failover.enabled:
-            return False
-        await self._fail_over(record, states, f"{record.primary.node}'s server "
-                              f"{record.primary.host}:{record.primary.port}, being promoted, "
-                              f"holds {errant}, which the quorum never committed")
-        return True
-
-    async def _promotion_stalled(self, record: GroupRecord, states: list[ServerState]) -> bool:
-        """The server being promoted makes no progress — its agent is down, its keeper
-        refuses it, its replication stopped — for PROMOTE_STALL: another is chosen rather
-        than leaving the group without a primary. A replica catching up is progress."""
-        address = (record.primary.host, record.primary.port)
-        state = next((s for s in states if (s.host, s.port) == address), None)
+    async def _abandon_promotion(self, record: GroupRecord, states: list[ServerState]) -> bool:
+        """Choose another server when the one being promoted cannot become the primary: it
+        holds a transaction the log never had (a privileged write to it after a restart,
+        say: its keeper refuses it), or it makes no progress for PROMOTE_STALL — its agent
+        down, its keeper refusing it, its replication stopped (a replica catching up is
+        progress) — rather than leave the group without a primary."""
+        state = _state_at(states, record.primary)
         position = (state.gtid_binlog_pos, state.read_only) if state is not None else None
         now = time.monotonic()
         if self._promoting is None or self._promoting[:2] != (record.epoch, position):
             self._promoting = (record.epoch, position, now)
-            return False
-        stalled = now - self._promoting[2]
         limit = max(PROMOTE_STALL, 2 * self.config.failover.primary_timeout_ms / 1000)
-        if stalled < limit or not self.config.failover.enabled:
+        errant = self.errant.get(record.primary.node)
+        why = (f"holds {errant}, which the quorum never committed" if errant
+               else f"made no progress for {limit:.0f}s" if now - self._promoting[2] >= limit
+               else None)
+        if why is None or not self.config.failover.enabled:
             return False
         await self._fail_over(record, states, f"{record.primary.node}'s server "
                               f"{record.primary.host}:{record.primary.port}, being promoted, "
-                              f"made no progress for {limit:.0f}s")
+                              f"{why}")
         return True
 
     async def _mark_ready(self, record: GroupRecord, states: list[ServerState]) -> None:
         """The keeper beside the chosen server promotes it; once it is writable, a second
         record of the same epoch tells every agent (and `binkeeper primary`) it is ready."""
-        address = (record.primary.host, record.primary.port)
-        chosen = next((s for s in states if (s.host, s.port) == address), None)
+        chosen = _state_at(states, record.primary)
         if chosen is None or not chosen.reachable or chosen.read_only or not chosen.semi_sync:
             return
         ready = dataclasses.replace(record, ready=True, term=self.timeline.term)
@@ -277,8 +266,7 @@ class FailoverController:
         """A ready primary found read-only restarted (fenced, its unacknowledged tail cut):
         it is not ready until its keeper has caught it up with everything committed and
         made it writable again — recorded, so clients and the source leave it meanwhile."""
-        address = (record.primary.host, record.primary.port)
-        state = next((s for s in states if (s.host, s.port) == address), None)
+        state = _state_at(states, record.primary)
         if state is None or not state.reachable or not state.read_only:
             return
         again = dataclasses.replace(record, epoch=record.epoch + 1, reason="restarted",
@@ -452,6 +440,11 @@ class FailoverController:
                          "waiting": self.waiting, "problems": self.problems,
                          "failovers": self.failovers[-10:]},
         }
+
+
+def _state_at(states: list[ServerState], server: PrimaryServer) -> ServerState | None:
+    """The probe of SERVER's address, if it was probed."""
+    return next((s for s in states if (s.host, s.port) == (server.host, server.port)), None)
 
 
 def _server_status(state: ServerState, primary: PrimaryServer | None,

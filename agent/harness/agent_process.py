@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.harness import processes
+
 REPLICATION_USER = "repl"
 REPLICATION_PASSWORD = "s3cret"
 
@@ -97,13 +99,7 @@ class AgentProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (a clean stop), SIGKILL after TIMEOUT."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        processes.terminate(self.process, timeout)
 
     @property
     def alive(self) -> bool:
@@ -127,11 +123,7 @@ class AgentProcess:
         return dict(timelines[0]) if timelines else None
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return processes.log_tail(self.log_path, lines)
 
 
 @atexit.register

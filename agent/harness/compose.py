@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import pymysql
 
 import walstore
+from agent.harness import processes
 from agent.harness.verdict import errant_gtids
 from agent.harness.workload import SCHEMA, Workload
 from agent.harness.writer import Address, History, Writer
@@ -144,14 +145,7 @@ class Agents:
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
              poll: float = POLL) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(poll)
+    return processes.wait_for(predicate, timeout, what, poll, DemoError)
 
 
 def connect(address: Address, user: str, password: str,

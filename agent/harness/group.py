@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pymysql
 
 import walstore
+from agent.harness import processes
 from agent.harness.agent_process import AgentProcess
 from agent.harness.local_mariadb import LocalMariaDB
 from agent.harness.ports import free_port
@@ -202,15 +203,7 @@ class FailoverGroup:
                  poll: float = POLL) -> T:
         """Poll PREDICATE until it returns something truthy, which is returned; GroupError
         naming WHAT after TIMEOUT seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise GroupError(f"timed out after {timeout:.0f}s waiting for {what}\n"
-                                 + self.logs())
-            time.sleep(poll)
+        return processes.wait_for(predicate, timeout, what, poll, GroupError, self.logs)
 
     def wait_new_primary(self, old: tuple[str, int], timeout: float = 60.0) -> tuple[str, int]:
         """The ready primary the agents name once it is not OLD."""

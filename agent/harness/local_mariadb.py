@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import pymysql
 
+from agent.harness import processes
 from agent.harness.ports import free_port
 from agent.mariadb.binaries import MariaDBError, find_binary
 
@@ -166,15 +166,7 @@ class LocalMariaDB:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Clean shutdown (SIGTERM), then SIGKILL if it takes longer than TIMEOUT."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        processes.terminate(self.process, timeout)
 
     def kill(self) -> None:
         """SIGKILL: a crash, for durability tests."""

@@ -32,6 +32,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent.harness import processes
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("BINKEEPER_DOCKER_CACHE", "/var/cache/binkeeper-docker"))
 BASE_IMAGE = "local/bookworm:base"
@@ -144,14 +146,7 @@ class DockerEngine:
         """SIGTERM to the daemon this started (it stops its containerd), SIGKILL after
         TIMEOUT."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        processes.terminate(process, timeout)
 
     def _stop_stale(self) -> None:
         """A daemon a crashed earlier run left on this data root (its pid file names it)."""
@@ -170,11 +165,7 @@ class DockerEngine:
             os.kill(pid, signal.SIGKILL)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return processes.log_tail(self.log_path, lines)
 
     # ---- the base image -------------------------------------------------------------------
 

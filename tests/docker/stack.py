@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.harness import processes
 from tests.docker.engine import REPO, DockerEngine, EngineError, compose_cli, docker_cli, run
 
 T = TypeVar("T")
@@ -28,14 +28,7 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
              poll: float = POLL) -> T:
     """Poll PREDICATE until it returns something truthy; EngineError naming WHAT after
     TIMEOUT seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise EngineError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(poll)
+    return processes.wait_for(predicate, timeout, what, poll, EngineError)
 
 
 class Stack:

@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from agent.harness import processes
 from tests.support.proxy import FaultProxy, free_port
 
 
@@ -96,10 +97,7 @@ class AgentProcess:
         return timeline
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return processes.log_tail(self.log_path, lines)
 
 
 REPLICATION_USER = "repl"
